@@ -1,0 +1,1 @@
+"""Request pipeline stages: request id, API version window, authorization, audit."""

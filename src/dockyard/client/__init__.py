@@ -1,0 +1,1 @@
+"""Client helpers built on the docker SDK, for the ``dockyard`` CLI."""

@@ -1,0 +1,1 @@
+"""Container networking (network modes none and host for now)."""

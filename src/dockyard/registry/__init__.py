@@ -1,0 +1,1 @@
+"""Registry (distribution) client. Not yet implemented."""

@@ -1,0 +1,1 @@
+"""Caller identity, authorization policy (pure decisions) and the audit log."""
