@@ -1,0 +1,490 @@
+"""A lean HTTP/1.1 server protocol on ``httptools`` (Node's llhttp parser).
+
+Why not aiohttp or an ASGI server: measured on this machine (DESIGN.md §5) aiohttp tops out at less than half
+of dockerd's ``/_ping`` throughput, and ASGI servers cannot hand over the raw connection that ``attach`` and
+``exec`` need (``Upgrade: tcp``). A small protocol on llhttp is both fast and in full control of the socket: it
+answers synchronous handlers inline (no task per request), streams chunked bodies with back-pressure, and after
+a hijack keeps the write side open when the client half-closes (``eof_received`` returns True).
+
+This module knows HTTP framing only; routing, versions and errors live in :mod:`dockyard.api.app`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import email.utils
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+from urllib.parse import parse_qs
+
+import httptools
+
+from dockyard.security.identity import Identity
+
+MAX_HEADER_BYTES = 64 * 1024
+MAX_HEADERS = 200
+
+STATUS_TEXT = {
+    101: "UPGRADED",
+    200: "OK",
+    201: "Created",
+    204: "No Content",
+    304: "Not Modified",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    409: "Conflict",
+    413: "Request Entity Too Large",
+    429: "Too Many Requests",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+    503: "Service Unavailable",
+}
+
+
+class ClientGone(Exception):
+    """The client closed the connection while a response was being streamed."""
+
+
+class Response:
+    """A complete response, written with a Content-Length."""
+
+    __slots__ = ("body", "content_type", "headers", "status")
+
+    def __init__(
+        self,
+        status: int = 200,
+        body: bytes = b"",
+        content_type: str | None = "application/json",
+        headers: list[tuple[str, str]] | None = None,
+    ) -> None:
+        self.status = status
+        self.body = body
+        self.content_type = content_type
+        self.headers = headers or []
+
+
+class Request:
+    """One parsed request. ``body`` is complete unless the route asked for a streamed body."""
+
+    __slots__ = (
+        "_query",
+        "body",
+        "body_stream",
+        "conn",
+        "headers",
+        "method",
+        "params",
+        "path",
+        "query_string",
+        "raw_path",
+        "request_id",
+        "route",
+        "version",
+    )
+
+    def __init__(self, conn: HttpConnection, method: str, raw_path: str, headers: dict[str, str]) -> None:
+        self.conn = conn
+        self.method = method
+        self.raw_path = raw_path
+        path, _, qs = raw_path.partition("?")
+        self.path = path
+        self.query_string = qs
+        self.headers = headers
+        self.body = b""
+        self.body_stream: asyncio.StreamReader | None = None
+        self.params: dict[str, str] = {}
+        self.version = ""
+        self.request_id = ""
+        self.route: Any = None
+        self._query: dict[str, list[str]] | None = None
+
+    @property
+    def identity(self) -> Identity:
+        """Who is calling, established by the listener from the connection itself."""
+        return self.conn.identity
+
+    @property
+    def query(self) -> dict[str, list[str]]:
+        """Query parameters (parsed once, on first use)."""
+        if self._query is None:
+            self._query = parse_qs(self.query_string, keep_blank_values=True)
+        return self._query
+
+    def arg(self, name: str, default: str | None = None) -> str | None:
+        """The last value of a query parameter, or ``default``."""
+        values = self.query.get(name)
+        return values[-1] if values else default
+
+    @property
+    def disconnected(self) -> asyncio.Future[None]:
+        """Resolves when the client's connection is gone."""
+        return self.conn.closed
+
+    async def start_stream(
+        self, status: int = 200, content_type: str = "application/json", extra: list[tuple[str, str]] | None = None
+    ) -> StreamWriter:
+        """Send the headers now (flushed at once) and return a writer for a chunked body."""
+        return await self.conn.start_stream(status, content_type, extra or [])
+
+    def hijack(self, content_type: str) -> RawStream:
+        """Take over the connection for raw bidirectional bytes (``Upgrade: tcp``)."""
+        upgrade = "upgrade" in self.headers.get("connection", "").lower()
+        return self.conn.hijack(content_type, upgrade)
+
+
+class Dispatcher(Protocol):
+    """What the connection needs from the application."""
+
+    def route(self, req: Request) -> bool:
+        """Resolve the route at headers time; True when the route wants a streamed body."""
+        ...
+
+    def handle(self, req: Request) -> Response | Awaitable[Response | None]:
+        """Handle a request: a Response now, or an awaitable that completes it."""
+        ...
+
+    @property
+    def common_headers(self) -> bytes:
+        """Headers every response carries (pre-encoded, ending in CRLF)."""
+        ...
+
+    def max_body(self) -> int:
+        """Largest complete request body accepted, in bytes."""
+        ...
+
+
+class StreamWriter:
+    """Chunked response body with back-pressure."""
+
+    __slots__ = ("_conn", "_done")
+
+    def __init__(self, conn: HttpConnection) -> None:
+        self._conn = conn
+        self._done = False
+
+    async def write(self, data: bytes) -> None:
+        """Send one chunk (flushed); raises ClientGone when the client left."""
+        if not data:
+            return
+        conn = self._conn
+        if conn.closed.done():
+            raise ClientGone()
+        conn.transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+        await conn.drain()
+
+    async def end(self) -> None:
+        """Terminate the body; the connection goes on with the next request."""
+        if self._done:
+            return
+        self._done = True
+        if not self._conn.closed.done():
+            self._conn.transport.write(b"0\r\n\r\n")
+
+
+class RawStream:
+    """The raw byte stream of a hijacked connection."""
+
+    __slots__ = ("_conn", "reader")
+
+    def __init__(self, conn: HttpConnection) -> None:
+        self._conn = conn
+        self.reader = asyncio.StreamReader(limit=2**20)
+
+    def write(self, data: bytes) -> None:
+        """Queue bytes for the client (no-op once it is gone)."""
+        if not self._conn.closed.done():
+            self._conn.transport.write(data)
+
+    async def drain(self) -> None:
+        """Wait until the transport's write buffer is low; raises ClientGone when it closed."""
+        await self._conn.drain()
+
+    @property
+    def closed(self) -> asyncio.Future[None]:
+        """Resolves when the connection is gone."""
+        return self._conn.closed
+
+    def close(self) -> None:
+        """Close the connection (after flushing what was written)."""
+        self._conn.transport.close()
+
+
+class HttpConnection(asyncio.Protocol):
+    """One client connection: parse, dispatch in order, write responses."""
+
+    def __init__(self, app: Dispatcher, identify: Callable[[asyncio.BaseTransport], Identity]) -> None:
+        self.app = app
+        self.identify = identify
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.identity: Identity = None  # type: ignore[assignment]
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._parser = httptools.HttpRequestParser(self)
+        self._url = b""
+        self._headers: dict[str, str] = {}
+        self._header_bytes = 0
+        self._current: Request | None = None
+        self._body_parts: list[bytes] = []
+        self._body_len = 0
+        self._streamed = False
+        self._pending: collections.deque[Request] = collections.deque()
+        self._busy = False
+        self._raw: RawStream | None = None
+        self._paused_writing = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._keep_alive = True
+        self._upgraded = False
+        self._upgrade_tail = b""
+        self.streaming = False  # response headers are out: errors can no longer become a response
+
+    # -- asyncio.Protocol ------------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # noqa: D102
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.identity = self.identify(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:  # noqa: D102
+        if not self.closed.done():
+            self.closed.set_result(None)
+        if self._raw is not None:
+            self._raw.reader.feed_eof()
+        if self._current is not None and self._current.body_stream is not None:
+            self._current.body_stream.feed_eof()
+        self._wake_drainers(ClientGone())
+
+    def pause_writing(self) -> None:  # noqa: D102
+        self._paused_writing = True
+
+    def resume_writing(self) -> None:  # noqa: D102
+        self._paused_writing = False
+        self._wake_drainers(None)
+
+    def data_received(self, data: bytes) -> None:  # noqa: D102
+        if self._raw is not None:
+            self._raw.reader.feed_data(data)
+            return
+        if self._upgraded:  # stdin sent before the handler took the connection over
+            self._upgrade_tail += data
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            self._upgraded = True
+            self._upgrade_tail = data[upgrade.args[0] :]
+        except httptools.HttpParserError as exc:
+            self._reject(400, f"malformed HTTP request: {exc}")
+        except _TooLarge as exc:
+            self._reject(exc.status, exc.message)
+
+    def eof_received(self) -> bool:  # noqa: D102
+        if self._raw is not None:
+            # A hijacked client half-closes when its stdin ends; output must keep flowing.
+            self._raw.reader.feed_eof()
+            return True
+        if self._current is not None and self._current.body_stream is not None:
+            self._current.body_stream.feed_eof()
+        return self._busy  # keep the write side open for a response in progress
+
+    # -- httptools callbacks ---------------------------------------------------------------------------
+    def on_message_begin(self) -> None:  # noqa: D102
+        self._url = b""
+        self._headers = {}
+        self._header_bytes = 0
+        self._body_parts = []
+        self._body_len = 0
+
+    def on_url(self, url: bytes) -> None:  # noqa: D102
+        self._url += url
+        self._header_bytes += len(url)
+        if self._header_bytes > MAX_HEADER_BYTES:
+            raise _TooLarge(431, "request URL or headers too large")
+
+    def on_header(self, name: bytes, value: bytes) -> None:  # noqa: D102
+        self._header_bytes += len(name) + len(value)
+        if self._header_bytes > MAX_HEADER_BYTES or len(self._headers) > MAX_HEADERS:
+            raise _TooLarge(431, "request URL or headers too large")
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        self._headers[key] = f"{self._headers[key]}, {text}" if key in self._headers else text
+
+    def on_headers_complete(self) -> None:  # noqa: D102
+        method = self._parser.get_method().decode("ascii", "replace")
+        req = Request(self, method, self._url.decode("latin-1"), self._headers)
+        self._current = req
+        self._streamed = self.app.route(req)
+        if self._streamed:
+            req.body_stream = asyncio.StreamReader(limit=2**20)
+            req.body_stream.set_transport(self.transport)
+            self._enqueue(req)
+
+    def on_body(self, body: bytes) -> None:  # noqa: D102
+        req = self._current
+        assert req is not None
+        if req.body_stream is not None:
+            req.body_stream.feed_data(body)
+            return
+        self._body_len += len(body)
+        if self._body_len > self.app.max_body():
+            raise _TooLarge(413, "request body too large")
+        self._body_parts.append(body)
+
+    def on_message_complete(self) -> None:  # noqa: D102
+        req = self._current
+        assert req is not None
+        self._keep_alive = self._parser.should_keep_alive()
+        if req.body_stream is not None:
+            req.body_stream.feed_eof()
+            self._current = None
+            return
+        req.body = b"".join(self._body_parts)
+        self._current = None
+        self._enqueue(req)
+
+    # -- dispatch ---------------------------------------------------------------------------------------
+    def _enqueue(self, req: Request) -> None:
+        if self._busy:
+            self._pending.append(req)
+            if len(self._pending) > 16:
+                self.transport.pause_reading()
+            return
+        self._run(req)
+
+    def _run(self, req: Request) -> None:
+        self._busy = True
+        result = self.app.handle(req)
+        if isinstance(result, Response):
+            self.write_response(result)
+            self._finish()
+        else:
+            task = asyncio.ensure_future(result)
+            task.add_done_callback(self._async_done)
+
+    def _async_done(self, task: asyncio.Future[Response | None]) -> None:
+        if task.cancelled():
+            self.transport.close()
+            return
+        exc = task.exception()
+        if exc is not None:
+            # The app turns every error into a response; reaching here means the connection broke.
+            self.transport.close()
+            return
+        response = task.result()
+        if response is not None:
+            self.write_response(response)
+        if self._raw is None:
+            self._finish()
+
+    @property
+    def hijacked(self) -> bool:
+        """The connection was taken over for raw bytes."""
+        return self._raw is not None
+
+    def _finish(self) -> None:
+        self._busy = False
+        self.streaming = False
+        if not self._keep_alive:
+            self.transport.close()
+            return
+        if self._pending:
+            if len(self._pending) <= 16:
+                self.transport.resume_reading()
+            self._run(self._pending.popleft())
+
+    # -- writing ----------------------------------------------------------------------------------------
+    def _head(self, status: int, headers: list[tuple[str, str]]) -> bytearray:
+        out = bytearray(b"HTTP/1.1 %d %s\r\n" % (status, STATUS_TEXT.get(status, "Unknown").encode()))
+        out += self.app.common_headers
+        out += b"Date: %s\r\n" % email.utils.formatdate(usegmt=True).encode()
+        for name, value in headers:
+            out += b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1"))
+        return out
+
+    def write_response(self, resp: Response) -> None:
+        """Write a complete response."""
+        if self.closed.done():
+            return
+        headers = list(resp.headers)
+        if resp.content_type and resp.status != 304:
+            headers.append(("Content-Type", resp.content_type))
+        if resp.status not in (204, 304):
+            headers.append(("Content-Length", str(len(resp.body))))
+        out = self._head(resp.status, headers)
+        out += b"\r\n"
+        if resp.status not in (204, 304):
+            out += resp.body
+        self.transport.write(out)
+
+    async def start_stream(self, status: int, content_type: str, extra: list[tuple[str, str]]) -> StreamWriter:
+        """Send headers for a chunked body and return its writer."""
+        self.streaming = True
+        headers = [("Content-Type", content_type), ("Transfer-Encoding", "chunked"), *extra]
+        out = self._head(status, headers)
+        out += b"\r\n"
+        if not self.closed.done():
+            self.transport.write(out)
+        return StreamWriter(self)
+
+    def hijack(self, content_type: str, upgrade: bool) -> RawStream:
+        """Answer 101 (or 200 for old clients) and switch the connection to raw bytes."""
+        if upgrade:
+            head = (
+                b"HTTP/1.1 101 UPGRADED\r\nContent-Type: %s\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n"
+                % content_type.encode()
+            )
+        else:
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\n\r\n" % content_type.encode()
+        raw = RawStream(self)
+        self._raw = raw
+        self.streaming = True
+        if self._upgrade_tail:
+            raw.reader.feed_data(self._upgrade_tail)
+            self._upgrade_tail = b""
+        self._pending.clear()
+        self.transport.resume_reading()
+        if not self.closed.done():
+            self.transport.write(head)
+        return raw
+
+    async def drain(self) -> None:
+        """Wait while the transport's buffer is above its high-water mark."""
+        if self.closed.done():
+            raise ClientGone()
+        if not self._paused_writing:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._drain_waiters.append(waiter)
+        await waiter
+
+    def _wake_drainers(self, exc: Exception | None) -> None:
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for waiter in waiters:
+            if waiter.done():
+                continue
+            if exc is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(exc)
+
+    def _reject(self, status: int, message: str) -> None:
+        body = b'{"message":%s}\n' % _json_str(message)
+        self.write_response(Response(status, body))
+        self.transport.close()
+
+
+class _TooLarge(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _json_str(text: str) -> bytes:
+    return json.dumps(text).encode()
+
+
+HandlerResult = Response | Awaitable[Response | None]
+Handler = Callable[[Request], Any]

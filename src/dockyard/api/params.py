@@ -1,0 +1,55 @@
+"""Query and body parsing shared by the routers, with Docker's leniency and error texts."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from dockyard.api.http import Request, Response
+from dockyard.errors import InvalidParameter
+
+_FALSE = {"", "0", "no", "false", "none"}
+
+
+def query_bool(req: Request, name: str, default: bool = False) -> bool:
+    """Docker's BoolValue: absent → default; "", 0, no, false, none → False; anything else → True."""
+    value = req.arg(name)
+    if value is None:
+        return default
+    return value.strip().lower() not in _FALSE
+
+
+def query_int(req: Request, name: str, default: int | None = None) -> int | None:
+    """An integer query parameter; a bad value is a 400 naming the parameter."""
+    value = req.arg(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise InvalidParameter(f'invalid value for {name}: strconv.Atoi: parsing "{value}": invalid syntax') from None
+
+
+def json_body(req: Request, *, allow_empty: bool = False) -> dict[str, Any]:
+    """The request body as a JSON object."""
+    if not req.body.strip():
+        if allow_empty:
+            return {}
+        raise InvalidParameter("invalid JSON: request body is empty")
+    try:
+        data = json.loads(req.body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidParameter(f"invalid JSON: {exc}") from None
+    if data is None and allow_empty:
+        return {}
+    if not isinstance(data, dict):
+        raise InvalidParameter("invalid JSON: expected an object")
+    return data
+
+
+def json_response(obj: Any, status: int = 200) -> Response:
+    """Serialize like Go's json.Encoder (compact, trailing newline)."""
+    return Response(status, json.dumps(obj, separators=(",", ":")).encode() + b"\n")
+
+
+NO_CONTENT = Response(204, b"", None)
