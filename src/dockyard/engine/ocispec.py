@@ -112,7 +112,7 @@ DEFAULT_DEVICES = (
     ("/dev/tty", "c", 5, 0),
 )
 # Cgroup device rules beyond the nodes: console, pty master/slaves, tun (as Docker allows them).
-EXTRA_DEVICE_RULES = ((5, 1), (136, -1), (5, 2), (10, 200))
+EXTRA_DEVICE_RULES: tuple[tuple[int, int | None], ...] = ((5, 1), (136, None), (5, 2), (10, 200))
 
 
 @dataclass(frozen=True)
@@ -345,7 +345,10 @@ def _device_rules(privileged: bool) -> list[dict[str, Any]]:
     rules: list[dict[str, Any]] = [{"allow": False, "access": "rwm"}]
     pairs = [(major, minor) for _, _, major, minor in DEFAULT_DEVICES] + list(EXTRA_DEVICE_RULES)
     for major, minor in pairs:
-        rules.append({"allow": True, "type": "c", "major": major, "minor": minor, "access": "rwm"})
+        rule: dict[str, Any] = {"allow": True, "type": "c", "major": major, "access": "rwm"}
+        if minor is not None:  # an absent minor is the OCI wildcard
+            rule["minor"] = minor
+        rules.append(rule)
     return rules
 
 

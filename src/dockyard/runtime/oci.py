@@ -74,7 +74,13 @@ class OciRuntime:
             open_stdin=setup.open_stdin,
         )
         self._exit_file(setup.id).unlink(missing_ok=True)
-        pid = await launch_conmon(self._conmon, launch)
+        try:
+            pid = await launch_conmon(self._conmon, launch)
+        except SystemFailure:
+            # A runtime failing half-way may leave its state or cgroups behind.
+            with contextlib.suppress(NotFound, SystemFailure):
+                await self._run(setup.id, "delete", "--force", setup.id)
+            raise
         self._bundles[setup.id] = setup.bundle
         self._watch(setup.id, setup.bundle, self._conmon_pidfd(setup.id, setup.bundle))
         return pid

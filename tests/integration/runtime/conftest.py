@@ -46,11 +46,15 @@ def busybox_rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (root / sub).mkdir(parents=True)
     (root / "tmp").chmod(0o1777)
     shutil.copy2(BUSYBOX, root / "bin/busybox")
-    applets = subprocess.run([str(BUSYBOX), "--list"], capture_output=True, text=True, check=True).stdout.split()
+    applets = subprocess.run(
+        [str(BUSYBOX), "--list"], capture_output=True, text=True, check=True
+    ).stdout.split()
     for applet in applets:
         if applet != "busybox":
             (root / "bin" / applet).symlink_to("busybox")
-    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n")
+    (root / "etc/passwd").write_text(
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"
+    )
     (root / "etc/group").write_text("root:x:0:\nnogroup:x:65534:\n")
     return root
 
@@ -69,12 +73,16 @@ class Harness:
         """Run a coroutine on this harness's event loop (one loop for the whole test)."""
         return self.loop.run_until_complete(asyncio.wait_for(coro, 30))
 
-    def setup(self, args: list[str], tty: bool = False, open_stdin: bool = False, **spec: Any) -> ContainerSetup:
+    def setup(
+        self, args: list[str], tty: bool = False, open_stdin: bool = False, **spec: Any
+    ) -> ContainerSetup:
         """A ContainerSetup for a new container running ``args`` in the busybox rootfs."""
         cid = secrets.token_hex(32)
         bundle = self.base / "bundles" / cid
         bundle.mkdir(parents=True)
-        inp = SpecInput(container_id=cid, rootfs=self.rootfs, args=args, tty=tty, open_stdin=open_stdin, **spec)
+        inp = SpecInput(
+            container_id=cid, rootfs=self.rootfs, args=args, tty=tty, open_stdin=open_stdin, **spec
+        )
         return ContainerSetup(cid, bundle, build_spec(inp), tty, open_stdin, bundle / "ctr.log")
 
     async def create(self, setup: ContainerSetup) -> int:
@@ -92,8 +100,8 @@ class Harness:
 
 
 def make_runtime(base: Path, name: str | None = None) -> OciRuntime:
-    """An OciRuntime with its state under ``base`` (the runtime detected for this host)."""
-    rt_name, binary, wrapper = detect_runtime(name, state_dir=base)
+    """An OciRuntime with its state under ``base``: $DOCKYARD_TEST_RUNTIME, else the detected one."""
+    rt_name, binary, wrapper = detect_runtime(name or os.environ.get("DOCKYARD_TEST_RUNTIME"), state_dir=base)
     return OciRuntime(wrapper or binary, rt_name, base / "state")
 
 

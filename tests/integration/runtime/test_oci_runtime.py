@@ -143,7 +143,9 @@ def test_resource_limits_in_cgroup(harness: Harness) -> None:
 
 
 def test_oom_kill_is_reported(harness: Harness) -> None:
-    setup = harness.setup(["sh", "-c", "tail /dev/zero"], memory=16 * 1024 * 1024, memory_swap=16 * 1024 * 1024)
+    setup = harness.setup(
+        ["sh", "-c", "tail /dev/zero"], memory=16 * 1024 * 1024, memory_swap=16 * 1024 * 1024
+    )
     harness.run(harness.create(setup))
     harness.run(harness.runtime.start(setup.id))
     status = harness.run(harness.runtime.wait(setup.id))
