@@ -137,8 +137,9 @@ def _close_open_lines(f: BinaryIO, off: int, open_ends: dict[int, int]) -> int:
         pos = line_off
         while True:
             found = _previous_record(f, stream, pos)
-            if found is None:
-                return 0
+            if found is None:  # no earlier record of this stream: the line starts where we are
+                start = min(start, pos)
+                break
             full, rec_end = found
             if full:
                 start = min(start, rec_end)

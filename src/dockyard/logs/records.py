@@ -68,6 +68,19 @@ def _day_seconds(day: bytes) -> int:
     return (datetime.date.fromisoformat(day.decode()).toordinal() - _EPOCH_ORDINAL) * 86400
 
 
+def _slow_ns(ts: bytes) -> int:
+    m = _TS_RE.match(ts)
+    if m is None:
+        raise ValueError(f"bad timestamp {ts!r}")
+    day, hh, mm, ss, frac, tz = m.groups()
+    secs = _day_seconds(day) + int(hh) * 3600 + int(mm) * 60 + int(ss)
+    if tz not in (b"Z", b"z"):
+        offset = int(tz[1:3]) * 3600 + int(tz[4:6]) * 60
+        secs -= offset if tz[:1] == b"+" else -offset
+    nanos = int(frac.ljust(9, b"0")) if frac else 0
+    return secs * _NS + nanos
+
+
 def rfc3339_to_ns(ts: bytes) -> int:
     """Convert an RFC3339 timestamp with seconds (fraction optional) to Unix nanoseconds.
 
@@ -80,16 +93,7 @@ def rfc3339_to_ns(ts: bytes) -> int:
     Raises:
         ValueError: ``ts`` is not such a timestamp.
     """
-    m = _TS_RE.match(ts)
-    if m is None:
-        raise ValueError(f"bad timestamp {ts!r}")
-    day, hh, mm, ss, frac, tz = m.groups()
-    secs = _day_seconds(day) + int(hh) * 3600 + int(mm) * 60 + int(ss)
-    if tz not in (b"Z", b"z"):
-        offset = int(tz[1:3]) * 3600 + int(tz[4:6]) * 60
-        secs -= offset if tz[:1] == b"+" else -offset
-    nanos = int(frac.ljust(9, b"0")) if frac else 0
-    return secs * _NS + nanos
+    return _slow_ns(ts)
 
 
 def parse_head(line: bytes) -> tuple[int, bool, bytes, bytes] | None:
@@ -117,12 +121,13 @@ class RecordParser:
 
     def __init__(self, log_filter: LogFilter) -> None:
         self._filter = log_filter
+        self._lo = log_filter.since_ns if log_filter.since_ns is not None else -(1 << 80)
+        self._hi = log_filter.until_ns if log_filter.until_ns is not None else 1 << 80
         self._rest = b""
         self._pending: dict[int, list[bytes]] = {}
         self._pending_ts: dict[int, bytes] = {}
-        self._last_ts = b""
-        self._last_ts_str = ""
-        self._last_ns = 0
+        self._last: tuple[bytes, int, str] = (b"", 0, "")
+        self._second: tuple[bytes, bytes, int] = (b"", b"", 0)  # prefix, zone, ns of that second
         self.past_until = False
 
     def reset(self) -> None:
@@ -141,44 +146,62 @@ class RecordParser:
         lines = data.split(b"\n")
         self._rest = lines.pop()
         out: list[LogRecord] = []
-        wants = (self._filter.stdout, self._filter.stderr)
-        pending = self._pending
+        wants = (False, self._filter.stdout, self._filter.stderr)
+        pending, ids, lo, hi = self._pending, STREAM_IDS, self._lo, self._hi
+        last_ts, last_ns, last_str = self._last
         for line in lines:
-            head = parse_head(line)
-            if head is None or not wants[head[0] - 1]:
+            parts = line.split(b" ", 3)
+            if len(parts) != 4:
                 continue
-            stream, full, ts, content = head
-            if not full:
-                pending.setdefault(stream, []).append(content)
-                self._pending_ts[stream] = ts
+            ts, name, flag, content = parts
+            stream = ids.get(name, 0)
+            if not wants[stream]:
                 continue
-            pieces = pending.pop(stream, None)
+            if flag != b"F":
+                if flag == b"P":
+                    pending.setdefault(stream, []).append(content)
+                    self._pending_ts[stream] = ts
+                continue
+            pieces = pending.pop(stream, None) if pending else None
             body = b"".join((*pieces, content, b"\n")) if pieces else content + b"\n"
-            self._emit(out, stream, body, ts)
+            if ts != last_ts:
+                stamp = self._stamp(ts)
+                if stamp is None:
+                    continue
+                last_ts, (last_ns, last_str) = ts, stamp
+            if last_ns < lo:
+                continue
+            if last_ns > hi:
+                self.past_until = True
+                continue
+            out.append(LogRecord(stream, body, last_str, last_ns))
+        self._last = (last_ts, last_ns, last_str)
         return out
 
     def flush(self) -> list[LogRecord]:
         """Return lines left unfinished (output that ended without a newline), with the last piece's time."""
         out: list[LogRecord] = []
         for stream in sorted(self._pending):
-            pieces = self._pending[stream]
-            self._emit(out, stream, b"".join(pieces), self._pending_ts.get(stream, b""))
+            stamp = self._stamp(self._pending_ts.get(stream, b""))
+            if stamp is None or stamp[0] < self._lo:
+                continue
+            if stamp[0] > self._hi:
+                self.past_until = True
+                continue
+            out.append(LogRecord(stream, b"".join(self._pending[stream]), stamp[1], stamp[0]))
         self._pending.clear()
         self._pending_ts.clear()
         return out
 
-    def _emit(self, out: list[LogRecord], stream: int, body: bytes, ts: bytes) -> None:
-        if ts != self._last_ts:
-            try:
-                ns = rfc3339_to_ns(ts)
-            except ValueError:
-                return
-            self._last_ts, self._last_ns, self._last_ts_str = ts, ns, ts.decode("ascii")
-        ns = self._last_ns
-        flt = self._filter
-        if flt.since_ns is not None and ns < flt.since_ns:
-            return
-        if flt.until_ns is not None and ns > flt.until_ns:
-            self.past_until = True
-            return
-        out.append(LogRecord(stream, body, self._last_ts_str, ns))
+    def _stamp(self, ts: bytes) -> tuple[int, str] | None:
+        """Parse a record's time; conmon's fixed layout reuses the parsed second of the previous record."""
+        prefix, zone, second_ns = self._second
+        if len(ts) == 35 and ts[:19] == prefix and ts[29:] == zone and ts[20:29].isdigit():
+            return second_ns + int(ts[20:29]), ts.decode("ascii")
+        try:
+            ns = rfc3339_to_ns(ts)
+        except ValueError:
+            return None
+        if len(ts) == 35:
+            self._second = (ts[:19], ts[29:], ns - ns % _NS)
+        return ns, ts.decode("ascii")
