@@ -196,3 +196,9 @@ def test_blob_store(tmp_path: Path) -> None:
     with pytest.raises(InvalidParameter):
         blobs.path("sha256:../../x")
     assert [p.name for p in (tmp_path / "blobs" / "sha256").iterdir()] == []
+
+
+def test_empty_stream_is_empty_layer(store: LayerStore) -> None:
+    layer = imp(store, b"")
+    assert layer.diff_id == "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    assert layer.size == 0 and store.diff_dir(layer.chain_id).is_dir()

@@ -279,6 +279,10 @@ def extract_layer(raw: BinaryIO, dest: str) -> ExtractResult:
     Raises:
         InvalidParameter: the archive is malformed or tries to escape ``dest``.
     """
+    if not raw.read(1):
+        # dockerd accepts an empty stream (``docker import /dev/null``) as an empty layer.
+        return ExtractResult("sha256:" + hashlib.sha256(b"").hexdigest(), 0)
+    raw.seek(0)
     reader = _HashingReader(open_decompressed(raw))
     root_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY)
     ex = _Extractor(root_fd, dest)
