@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import BinaryIO, Protocol, TypeVar
 
 from dockyard.logs.inotify import IN_CREATE, IN_MODIFY, IN_MOVED_TO, Inotify
@@ -136,7 +136,7 @@ async def follow_logs(
     until_ns: int | None = None,
     tail: int | None = None,
     stopped: StopSignal,
-) -> AsyncIterator[LogRecord]:
+) -> AsyncGenerator[LogRecord, None]:
     """Yield a log's existing records, then new ones as they are written.
 
     Ends once ``stopped`` is set and everything written before is delivered (an unfinished last line is
