@@ -11,43 +11,105 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from dockyard import config as configmod
 from dockyard.api import version
 from dockyard.api.app import App, Router
 from dockyard.api.listeners import bind_unix, serve_socket, systemd_sockets
+from dockyard.api.routers import containers as container_routes
+from dockyard.api.routers import images as image_routes
 from dockyard.api.routers import system as system_routes
 from dockyard.config import ConfigError, DaemonConfig
+from dockyard.engine.container import ContainerPaths, ContainerRepo
+from dockyard.engine.containers import ContainerService
+from dockyard.engine.image_lookup import ImageLookupAdapter
+from dockyard.engine.images import ImageService
+from dockyard.engine.lifecycle import LifecycleDeps
+from dockyard.engine.stdio import StdioService
 from dockyard.engine.system import SystemService
+from dockyard.errors import DockyardError
+from dockyard.runtime.detect import detect_runtime
+from dockyard.runtime.oci import OciRuntime
+from dockyard.store.blobs import BlobStore
+from dockyard.store.db import Database
+from dockyard.store.images import ImageStore
+from dockyard.store.layers import LayerStore
+from dockyard.store.rootfs import Rootfs, detect_driver
 
 log = logging.getLogger("dockyard.daemon")
 
 
-class _NoCounts:
+@dataclass
+class Engine:
+    """The wired use-cases."""
+
+    db: Database
+    images: ImageService
+    containers: ContainerService
+    stdio: StdioService
+    system: SystemService
+
+
+async def build_engine(cfg: DaemonConfig) -> Engine:
+    """Open the stores, pick runtime and storage driver, wire the use-cases."""
+    cfg.data_root.mkdir(parents=True, exist_ok=True, mode=0o710)
+    cfg.exec_root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    db = Database(cfg.data_root / "dockyard.db")
+    driver = cfg.storage_driver or await detect_driver(cfg.data_root)
+    layers = LayerStore(cfg.data_root, db)
+    images = ImageService(ImageStore(db, BlobStore(cfg.data_root / "blobs")), layers, driver)
+    runtime_name, binary, wrapper = detect_runtime(cfg.runtime, cfg.exec_root)
+    runtime = OciRuntime(wrapper or binary, runtime_name, cfg.exec_root / "runtime")
+    deps = LifecycleDeps(
+        repo=ContainerRepo(db),
+        paths=ContainerPaths(cfg.data_root, cfg.exec_root),
+        images=ImageLookupAdapter(images),
+        rootfs=Rootfs(cfg.data_root, driver),
+        runtime=runtime,
+    )
+    containers = ContainerService(deps, runtime_name)
+    images.users = containers
+    system = SystemService(
+        _Counts(containers, images),
+        data_root=cfg.data_root,
+        runtime_name=runtime_name,
+        storage_driver=driver,
+        min_api=version.MIN_VERSION,
+        max_api=version.MAX_VERSION,
+    )
+    return Engine(db, images, containers, StdioService(containers), system)
+
+
+class _Counts:
+    def __init__(self, containers: ContainerService, images: ImageService) -> None:
+        self._containers = containers
+        self._images = images
+
     def counts(self) -> dict[str, int]:
-        return {"total": 0, "running": 0, "paused": 0, "stopped": 0}
+        return self._containers.counts()
 
     def image_count(self) -> int:
-        return 0
+        return len(self._images.list_images())
+
+
+def build_app(engine: Engine) -> App:
+    """The HTTP application over the engine."""
+    router = Router()
+    system_routes.register(router, engine.system)
+    container_routes.register(router, engine.containers, engine.stdio)
+    image_routes.register(router, engine.images)
+    return App(router)
 
 
 async def run(cfg: DaemonConfig) -> None:
     """Start every component, serve until SIGTERM/SIGINT, then shut down cleanly."""
-    cfg.data_root.mkdir(parents=True, exist_ok=True, mode=0o710)
-    cfg.exec_root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    router = Router()
-    system = SystemService(
-        _NoCounts(),
-        data_root=cfg.data_root,
-        runtime_name="runc",
-        storage_driver="overlay2",
-        min_api=version.MIN_VERSION,
-        max_api=version.MAX_VERSION,
-    )
-    system_routes.register(router, system)
-    app = App(router)
+    engine = await build_engine(cfg)
+    await engine.containers.lifecycle.restore()
+    app = build_app(engine)
     servers = [await serve_socket(app, sock) for sock in _listen(cfg)]
     if cfg.pidfile is not None:
         cfg.pidfile.write_text(f"{os.getpid()}\n")
@@ -55,18 +117,20 @@ async def run(cfg: DaemonConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    log.info("dockyardd %s listening on %s", "ready", ", ".join(cfg.hosts))
+    log.info("dockyardd ready on %s (runtime %s)", ", ".join(cfg.hosts), engine.containers.runtime_name)
     await stop.wait()
     log.info("shutting down; containers keep running under their shims")
     for server in servers:
         server.close()
+    await engine.containers.lifecycle.shutdown()
+    engine.db.close()
     if cfg.pidfile is not None:
         with contextlib.suppress(OSError):
             cfg.pidfile.unlink()
 
 
-def _listen(cfg: DaemonConfig) -> list[object]:
-    socks: list[object] = []
+def _listen(cfg: DaemonConfig) -> list[socket.socket]:
+    socks: list[socket.socket] = []
     for host in cfg.hosts:
         scheme, _, rest = host.partition("://")
         if scheme == "unix":
@@ -93,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     try:
         asyncio.run(run(cfg))
-    except ConfigError as exc:
+    except (ConfigError, DockyardError, OSError) as exc:
         print(f"dockyardd: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
 

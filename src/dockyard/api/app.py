@@ -127,7 +127,19 @@ class App:
         started = time.monotonic()
         try:
             version.check(req.version)
-            resp: Response = route.handler(req)
+            resp = route.handler(req)
+            if not isinstance(resp, Response):  # a plain handler that chose to go asynchronous
+                return self._finish_async(req, route, resp, started)
+        except Exception as exc:
+            resp = error_response(exc, req.request_id)
+        self._after(req, route, resp.status, len(resp.body), started)
+        return resp
+
+    async def _finish_async(
+        self, req: Request, route: Route, pending: Awaitable[Response], started: float
+    ) -> Response:
+        try:
+            resp = await pending
         except Exception as exc:
             resp = error_response(exc, req.request_id)
         self._after(req, route, resp.status, len(resp.body), started)
@@ -143,7 +155,7 @@ class App:
             else:
                 version.check(req.version)
                 result = route.handler(req)
-                resp = await result if route.is_async else result
+                resp = result if isinstance(result, Response) else await result
         except ClientGone:
             self._after(req, route, 499, 0, started)
             return None

@@ -1,0 +1,268 @@
+"""Container use-cases: create, inspect, list, rename, remove, prune (the running side is in lifecycle)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import shutil
+import signal as signals
+import time
+from typing import Any
+
+from dockyard.engine import state as st
+from dockyard.engine import views
+from dockyard.engine.container import Container, ContainerRepo
+from dockyard.engine.create_config import command_of, merge_image_config, parse_create, validate_name
+from dockyard.engine.filters import Filters
+from dockyard.engine.lifecycle import Lifecycle, LifecycleDeps
+from dockyard.engine.names import generate_name
+from dockyard.errors import Conflict, DockyardError, InvalidParameter, NotFound
+
+LIST_FILTERS = {
+    "id", "name", "label", "status", "ancestor", "exited", "before", "since", "network", "volume", "health",
+    "is-task", "publish", "expose", "isolation",
+}  # fmt: skip
+PRUNE_FILTERS = {"until", "label", "label!"}
+
+
+class ContainerService:
+    """The container use-cases the API calls."""
+
+    def __init__(self, deps: LifecycleDeps, runtime_name: str) -> None:
+        self.d = deps
+        self.repo: ContainerRepo = deps.repo
+        self.runtime_name = runtime_name
+        self.lifecycle = Lifecycle(deps, self._auto_remove)
+
+    # -- create ---------------------------------------------------------------------------------------------
+    def create(self, name: str | None, body: dict[str, Any]) -> dict[str, Any]:
+        """Create a container from a ``ContainerCreate`` body; returns ``{"Id", "Warnings"}``."""
+        req = parse_create(body)
+        full_name = validate_name(name) if name else generate_name(lambda n: self.repo.name_in_use(n) is not None)
+        holder = self.repo.name_in_use(full_name)
+        if holder is not None:
+            raise Conflict(
+                f'Conflict. The container name "{full_name}" is already in use by container "{holder.id}". '
+                "You have to remove (or rename) that container to be able to reuse that name."
+            )
+        image_ref = req.config["Image"]
+        image_id, image_config = self.d.images.resolve_config(image_ref)
+        config = merge_image_config(req.config, image_config)
+        path, args = command_of(config)
+        c = Container(
+            id=secrets.token_hex(32),
+            name=full_name,
+            created=time.time(),
+            image=image_ref,
+            image_id=image_id,
+            config=config,
+            host_config=req.host_config,
+            path=path,
+            args=args,
+        )
+        self.d.paths.dir(c.id).mkdir(parents=True, exist_ok=True)
+        try:
+            self.repo.add(c)
+        except BaseException:
+            shutil.rmtree(self.d.paths.dir(c.id), ignore_errors=True)
+            raise
+        c.live.stopped.set()
+        return {"Id": c.id, "Warnings": []}
+
+    # -- queries --------------------------------------------------------------------------------------------
+    def get(self, ref: str) -> Container:
+        """A container by id, name or prefix."""
+        return self.repo.get(ref)
+
+    def inspect(self, ref: str, size: bool = False) -> dict[str, Any]:
+        """``ContainerInspect``."""
+        c = self.repo.get(ref)
+        graph = {
+            "Name": self.d.rootfs.driver,
+            "Data": self.d.rootfs.graph_driver(c.id, self.d.images.lower_dirs(c.image_id))
+            if _image_known(self.d, c)
+            else {},
+        }
+        return views.inspect(c, self.d.paths, self.runtime_name, graph)
+
+    def list(self, *, all: bool, limit: int | None, filters: Filters) -> list[dict[str, Any]]:
+        """``docker ps`` rows, newest first."""
+        filters.validate(LIST_FILTERS)
+        selected = [c for c in self.repo.all() if self._matches(c, filters, all)]
+        selected = _before_since(selected, filters, self.repo)
+        if limit is not None and limit > 0:
+            selected = selected[:limit]
+        now = time.time()
+        return [views.summary(c, now) for c in selected]
+
+    async def sizes(self, rows: list[dict[str, Any]]) -> None:
+        """Fill ``SizeRw``/``SizeRootFs`` (``size=1``), measured off the event loop."""
+        for row in rows:
+            with contextlib.suppress(DockyardError, OSError):
+                row["SizeRw"] = await self.d.rootfs.rw_size(row["Id"])
+                row["SizeRootFs"] = row["SizeRw"]
+
+    def _matches(self, c: Container, f: Filters, all: bool) -> bool:
+        statuses = f.get("status")
+        for value in statuses:
+            if value not in st.STATUSES:
+                raise InvalidParameter(f"invalid filter 'status={value}'")
+        if not all and not statuses and not f.contains("exited") and not c.state.running:
+            if c.state.status != st.RESTARTING:
+                return False
+        if statuses and c.state.status not in statuses:
+            return False
+        if f.contains("id") and not any(c.id.startswith(v) for v in f.get("id")):
+            return False
+        if f.contains("name") and not any(_name_matches(c.name, v) for v in f.get("name")):
+            return False
+        if f.contains("label") and not f.match_label(c.config.get("Labels") or {}):
+            return False
+        if f.contains("exited"):
+            codes = _exit_codes(f.get("exited"))
+            if c.state.status != st.EXITED or c.state.exit_code not in codes:
+                return False
+        return not (f.contains("ancestor") and not any(self._is_ancestor(c, v) for v in f.get("ancestor")))
+
+    def _is_ancestor(self, c: Container, ref: str) -> bool:
+        if c.image == ref or c.image_id == ref or c.image_id.removeprefix("sha256:").startswith(ref):
+            return True
+        try:
+            image_id, _ = self.d.images.resolve_config(ref)
+        except NotFound:
+            return False
+        return image_id == c.image_id
+
+    def containers_using(self, image_id: str) -> list[tuple[str, bool]]:
+        """Containers made from an image, with whether each is running (for image removal)."""
+        return [(c.id, c.state.running) for c in self.repo.all() if c.image_id == image_id]
+
+    def counts(self) -> dict[str, int]:
+        """Containers by state, for ``/info``."""
+        out = {"total": 0, "running": 0, "paused": 0, "stopped": 0}
+        for c in self.repo.all():
+            out["total"] += 1
+            key = {st.RUNNING: "running", st.PAUSED: "paused"}.get(c.state.status, "stopped")
+            out[key] += 1
+        return out
+
+    # -- rename / remove / prune -------------------------------------------------------------------------------
+    async def rename(self, ref: str, new_name: str) -> None:
+        """Give the container another name."""
+        if not new_name:
+            raise InvalidParameter("Neither old nor new names may be empty")
+        full = validate_name(new_name)
+        c = self.repo.get(ref)
+        async with c.live.lock:
+            if c.name == full:
+                raise InvalidParameter("Renaming a container with the same name as its current name")
+            self.repo.rename(c, full)
+
+    async def remove(self, ref: str, *, force: bool, volumes: bool) -> None:
+        """Delete a container (a running one only with force)."""
+        c = self.repo.get(ref)
+        async with c.live.lock:
+            st.check_remove(c.name, c.state, force)
+            if c.state.status == st.RESTARTING:
+                if c.live.restart_timer is not None:
+                    c.live.restart_timer.cancel()
+                c.state.status = st.EXITED
+            if c.state.running:
+                c.live.exit_on_next = True
+                exited = self.lifecycle._exit_future(c)
+                await self.d.runtime.kill(c.id, signals.SIGKILL)
+                if c.state.status == st.PAUSED:
+                    with contextlib.suppress(DockyardError):
+                        await self.d.runtime.resume(c.id)
+                await exited
+            await self._remove_locked(c)
+
+    async def _auto_remove(self, c: Container) -> None:
+        async with c.live.lock:
+            if self.repo.name_in_use(c.name) is c and not c.state.running:
+                await self._remove_locked(c)
+
+    async def _remove_locked(self, c: Container) -> None:
+        c.state.status = st.REMOVING
+        with contextlib.suppress(DockyardError):
+            await self.d.runtime.delete(c.id)
+        await self.d.rootfs.unmount(c.id)
+        await self.d.rootfs.remove(c.id)
+        self.repo.delete(c)
+        await asyncio.to_thread(shutil.rmtree, self.d.paths.dir(c.id), True)
+        await asyncio.to_thread(shutil.rmtree, self.d.paths.bundle(c.id), True)
+        for fut in c.live.removed_waiters:
+            if not fut.done():
+                fut.set_result(c.state.exit_code)
+        c.live.removed_waiters.clear()
+        for fut in c.live.exit_waiters:  # waiting for an exit that can no longer come
+            if not fut.done():
+                fut.set_result(c.state.exit_code)
+        c.live.exit_waiters.clear()
+
+    async def prune(self, filters: Filters) -> dict[str, Any]:
+        """Remove every stopped container matching the filters."""
+        filters.validate(PRUNE_FILTERS)
+        until = _until(filters)
+        deleted: list[str] = []
+        reclaimed = 0
+        for c in self.repo.all():
+            if c.state.running or c.state.status == st.RESTARTING:
+                continue
+            if until is not None and c.created >= until:
+                continue
+            if not filters.match_label(c.config.get("Labels") or {}):
+                continue
+            with contextlib.suppress(DockyardError, OSError):
+                reclaimed += await self.d.rootfs.rw_size(c.id)
+            try:
+                await self.remove(c.id, force=False, volumes=False)
+            except DockyardError:
+                continue
+            deleted.append(c.id)
+        return {"ContainersDeleted": deleted or None, "SpaceReclaimed": reclaimed}
+
+
+def _image_known(d: LifecycleDeps, c: Container) -> bool:
+    try:
+        d.images.lower_dirs(c.image_id)
+    except DockyardError:
+        return False
+    return True
+
+
+def _name_matches(name: str, pattern: str) -> bool:
+    """Docker matches ``name`` filters as a regular expression against the name."""
+    import re
+
+    try:
+        return re.search(pattern, name) is not None
+    except re.error:
+        return pattern in name
+
+
+def _exit_codes(values: list[str]) -> set[int]:
+    try:
+        return {int(v) for v in values}
+    except ValueError:
+        raise InvalidParameter(f"invalid filter 'exited={values[0]}'") from None
+
+
+def _before_since(rows: list[Container], f: Filters, repo: ContainerRepo) -> list[Container]:
+    if f.contains("before"):
+        pivot = repo.get(f.get("before")[0])
+        rows = [c for c in rows if c.created < pivot.created]
+    if f.contains("since"):
+        pivot = repo.get(f.get("since")[0])
+        rows = [c for c in rows if c.created > pivot.created]
+    return rows
+
+
+def _until(f: Filters) -> float | None:
+    from dockyard.logs.timestamps import parse_docker_time
+
+    values = f.get("until")
+    if not values:
+        return None
+    return parse_docker_time(values[0], time.time_ns()) / 1e9
