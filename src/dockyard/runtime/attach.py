@@ -2,8 +2,9 @@
 
 conmon listens on ``<bundle>/attach`` (AF_UNIX, SOCK_SEQPACKET). Each message it sends starts with
 one byte naming the stream (2 = stdout, 3 = stderr) followed by the data; every message we send is
-written to the container's stdin. When we shut down our write side, conmon closes the container's
-stdin (it runs without ``--leave-stdin-open``), which is how ``close_stdin`` works. When the
+written to the container's stdin. When we shut down our write side (or close the connection),
+conmon closes the container's stdin unless it runs with ``--leave-stdin-open`` (a container whose
+``stdin_once`` is false), which is how ``close_stdin`` works. When the
 container has exited and its output is drained, conmon closes the socket.
 
 The socket is reached as ``/proc/self/fd/<dirfd>/attach`` with an O_PATH descriptor of the bundle,

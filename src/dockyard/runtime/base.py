@@ -34,6 +34,9 @@ class ContainerSetup:
         tty: allocate a pseudo-terminal for the process.
         open_stdin: keep the process's stdin open for attach.
         log_path: where the shim writes the container's output (k8s-file format).
+        stdin_once: with ``open_stdin``, close the process's stdin when an attached client
+            closes its stdin or goes away (Docker's ``StdinOnce``); otherwise stdin stays open for
+            the next attach.
     """
 
     id: str
@@ -42,6 +45,7 @@ class ContainerSetup:
     tty: bool
     open_stdin: bool
     log_path: Path
+    stdin_once: bool = True
 
 
 @dataclass(frozen=True)

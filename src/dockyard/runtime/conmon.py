@@ -50,6 +50,7 @@ class ConmonLaunch:
     log_path: Path
     tty: bool
     open_stdin: bool
+    stdin_once: bool = True
 
 
 def conmon_argv(conmon: str, launch: ConmonLaunch) -> list[str]:
@@ -91,6 +92,8 @@ def conmon_argv(conmon: str, launch: ConmonLaunch) -> list[str]:
         argv.append("-t")
     if launch.open_stdin:
         argv.append("-i")
+        if not launch.stdin_once:
+            argv.append("--leave-stdin-open")
     return argv
 
 

@@ -72,6 +72,7 @@ class OciRuntime:
             log_path=setup.log_path,
             tty=setup.tty,
             open_stdin=setup.open_stdin,
+            stdin_once=setup.stdin_once,
         )
         self._exit_file(setup.id).unlink(missing_ok=True)
         try:

@@ -88,10 +88,8 @@ class ExitWatch:
             self._pidfd = None
 
     def cancel(self) -> None:
-        """Stop watching (the container is being deleted)."""
-        self._release()
-        if not self.future.done():
-            self.future.cancel()
+        """Stop watching (the container is being deleted); waiters get what is known by now."""
+        self._finish()
 
     @property
     def alive(self) -> bool:

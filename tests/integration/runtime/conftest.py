@@ -74,7 +74,12 @@ class Harness:
         return self.loop.run_until_complete(asyncio.wait_for(coro, 30))
 
     def setup(
-        self, args: list[str], tty: bool = False, open_stdin: bool = False, **spec: Any
+        self,
+        args: list[str],
+        tty: bool = False,
+        open_stdin: bool = False,
+        stdin_once: bool = True,
+        **spec: Any,
     ) -> ContainerSetup:
         """A ContainerSetup for a new container running ``args`` in the busybox rootfs."""
         cid = secrets.token_hex(32)
@@ -83,7 +88,7 @@ class Harness:
         inp = SpecInput(
             container_id=cid, rootfs=self.rootfs, args=args, tty=tty, open_stdin=open_stdin, **spec
         )
-        return ContainerSetup(cid, bundle, build_spec(inp), tty, open_stdin, bundle / "ctr.log")
+        return ContainerSetup(cid, bundle, build_spec(inp), tty, open_stdin, bundle / "ctr.log", stdin_once)
 
     async def create(self, setup: ContainerSetup) -> int:
         """Create and remember for cleanup."""

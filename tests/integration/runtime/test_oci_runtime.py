@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import time
 from pathlib import Path
@@ -99,14 +100,56 @@ def test_stdin_then_close_ends_cat(harness: Harness) -> None:
     assert harness.run(harness.runtime.wait(setup.id)).exit_code == 0
 
 
+def test_stdin_stays_open_across_attaches_without_stdin_once(harness: Harness) -> None:
+    setup = harness.setup(["cat"], open_stdin=True, stdin_once=False)
+    harness.run(harness.create(setup))
+    first = harness.run(harness.runtime.attach(setup.id))
+    harness.run(harness.runtime.start(setup.id))
+    harness.run(first.write_stdin(b"one\n"))
+    assert harness.run(first.read()) == (1, b"one\n")
+    harness.run(first.close_stdin())
+    first.close()
+    second = harness.run(harness.runtime.attach(setup.id))
+    harness.run(second.write_stdin(b"two\n"))
+    assert harness.run(second.read()) == (1, b"two\n")
+    harness.run(harness.runtime.kill(setup.id, signal.SIGKILL))
+    assert harness.run(harness.runtime.wait(setup.id)).exit_code == 137
+    second.close()
+
+
+def test_wait_resolves_when_deleted_while_running(harness: Harness) -> None:
+    setup = harness.setup(["sleep", "100"])
+    harness.run(harness.create(setup))
+    harness.run(harness.runtime.start(setup.id))
+
+    async def wait_and_delete() -> int:
+        waiter = asyncio.ensure_future(harness.runtime.wait(setup.id))
+        await harness.runtime.delete(setup.id)
+        return (await waiter).exit_code
+
+    assert harness.run(wait_and_delete()) in (137, 255)
+
+
 def test_resize_sets_tty_size(harness: Harness) -> None:
-    setup = harness.setup(["sh", "-c", "read x; stty size"], tty=True, open_stdin=True)
+    # conmon applies a resize asynchronously (ctl fifo, then winsz fifo), so ask again until it shows.
+    setup = harness.setup(["sh", "-c", "while read x; do stty size; done"], tty=True, open_stdin=True)
     harness.run(harness.create(setup))
     stream = harness.run(harness.runtime.attach(setup.id))
     harness.run(harness.runtime.start(setup.id))
     harness.run(harness.runtime.resize(setup.id, 31, 101))
-    harness.run(stream.write_stdin(b"\n"))
-    assert b"31 101" in _joined(harness.run(_drain(stream)))
+
+    async def ask_until_resized() -> bool:
+        seen = b""
+        for _ in range(50):
+            await stream.write_stdin(b"\n")
+            chunk = await stream.read()
+            seen += chunk[1] if chunk else b""
+            if b"31 101" in seen:
+                return True
+        return False
+
+    assert harness.run(ask_until_resized())
+    stream.close()
 
 
 def test_missing_command_fails_with_runtime_text(harness: Harness) -> None:
