@@ -13,7 +13,6 @@ from dockyard.engine.container import Container
 from dockyard.engine.containers import ContainerService
 from dockyard.errors import InvalidParameter, SystemFailure
 from dockyard.logs.follow import follow_logs
-from dockyard.logs.reader import read_logs_async
 from dockyard.logs.records import LogRecord
 from dockyard.logs.timestamps import parse_log_window
 from dockyard.runtime.base import AttachStream
@@ -43,14 +42,13 @@ class StdioService:
         if not (opts.stdout or opts.stderr):
             raise InvalidParameter("Bad parameters: you must choose at least one stream")
         since_ns, until_ns = parse_log_window(opts.since, opts.until, time.time_ns())
-        path = self.containers.d.paths.log(c.id)
-        if opts.follow:
-            records = follow_logs(
-                path, stdout=opts.stdout, stderr=opts.stderr, since_ns=since_ns, until_ns=until_ns,
-                tail=opts.tail, stopped=c.live.stopped,
-            )  # fmt: skip
-            return c, records
-        return c, _listed(path, opts, since_ns, until_ns)
+        # Without follow, an already-set signal streams what is there without holding it all in memory.
+        stopped = c.live.stopped if opts.follow else _ALREADY_SET
+        records = follow_logs(
+            self.containers.d.paths.log(c.id), stdout=opts.stdout, stderr=opts.stderr, since_ns=since_ns,
+            until_ns=until_ns, tail=opts.tail, stopped=stopped,
+        )  # fmt: skip
+        return c, records
 
     def attach_target(self, ref: str) -> Container:
         """The container an attach names (404 now, before the connection is taken over)."""
@@ -84,14 +82,17 @@ class StdioService:
         return parse_ps(out.decode(errors="replace"), pids)
 
 
-async def _listed(path: object, opts: LogOptions, since_ns: int | None, until_ns: int | None) -> AsyncIterator[
-    LogRecord
-]:
-    records = await read_logs_async(
-        path, stdout=opts.stdout, stderr=opts.stderr, since_ns=since_ns, until_ns=until_ns, tail=opts.tail  # type: ignore[arg-type]
-    )
-    for record in records:
-        yield record
+class _SetSignal:
+    """A stop signal that is always set."""
+
+    def is_set(self) -> bool:
+        return True
+
+    async def wait(self) -> bool:
+        return True
+
+
+_ALREADY_SET = _SetSignal()
 
 
 def parse_ps(output: str, pids: set[int]) -> dict[str, Any]:
