@@ -98,7 +98,8 @@ def load(argv: list[str] | None = None) -> DaemonConfig:
     ):  # fmt: skip
         value = getattr(args, name)
         if value is not None:
-            cfg = replace(cfg, **{name: tuple(value) if name == "hosts" else value})
+            changes: dict[str, Any] = {name: tuple(value) if name == "hosts" else value}
+            cfg = replace(cfg, **changes)
     return validate(cfg)
 
 

@@ -26,7 +26,7 @@ STATUS_BY_KIND: dict[type[errors.DockyardError], int] = {
 def status_for(exc: BaseException) -> int:
     """HTTP status for an exception (500 for anything that is not a DockyardError)."""
     for kind in type(exc).__mro__:
-        status = STATUS_BY_KIND.get(kind)  # type: ignore[call-overload]
+        status = STATUS_BY_KIND.get(kind)  # type: ignore[call-overload,unused-ignore]
         if status is not None:
             return status
     return 500

@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from dockyard.api.http import Dispatcher, HttpConnection
@@ -73,7 +74,7 @@ async def serve_socket(app: Dispatcher, sock: socket.socket) -> asyncio.Server:
     ) else await loop.create_server(lambda: HttpConnection(app, identify), sock=sock, backlog=1024)
 
 
-def _identify_for(sock: socket.socket) -> object:
+def _identify_for(sock: socket.socket) -> Callable[[asyncio.BaseTransport], Identity]:
     if sock.family == socket.AF_UNIX:
         return unix_peer_identity
     return lambda _t: Identity(transport="tcp")

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import struct
 from collections.abc import AsyncIterator
+from typing import Any
 
 from dockyard.api import version
 from dockyard.api.http import ClientGone, RawStream, StreamWriter
@@ -80,7 +81,8 @@ async def pump_attach(raw: RawStream, stdio: AttachStream, tty: bool, with_stdin
 
 async def _next_or_gone(stdio: AttachStream, raw: RawStream) -> tuple[int, bytes] | None:
     read = asyncio.ensure_future(stdio.read())
-    done, _ = await asyncio.wait({read, raw.closed}, return_when=asyncio.FIRST_COMPLETED)
+    waiters: list[asyncio.Future[Any]] = [read, raw.closed]
+    done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
     if read in done:
         return read.result()
     read.cancel()

@@ -86,7 +86,7 @@ class ContainerService:
         }
         return views.inspect(c, self.d.paths, self.runtime_name, graph)
 
-    def list(self, *, all: bool, limit: int | None, filters: Filters) -> list[dict[str, Any]]:
+    def summaries(self, *, all: bool, limit: int | None, filters: Filters) -> list[dict[str, Any]]:
         """``docker ps`` rows, newest first."""
         filters.validate(LIST_FILTERS)
         selected = [c for c in self.repo.all() if self._matches(c, filters, all)]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from dockyard.api import streams
 from dockyard.api.app import Router
@@ -14,19 +16,21 @@ from dockyard.engine.filters import parse_filters
 from dockyard.engine.stdio import LogOptions, StdioService
 from dockyard.errors import DockyardError
 
+_T = TypeVar("_T")
+
 
 def register(router: Router, containers: ContainerService, stdio: StdioService) -> None:
     """Add the container routes."""
     life = containers.lifecycle
 
     def container_list(req: Request) -> Response:
-        rows = containers.list(
+        rows = containers.summaries(
             all=query_bool(req, "all"), limit=query_int(req, "limit"), filters=parse_filters(req.arg("filters"))
         )
         return json_response(rows)
 
     async def container_list_sized(req: Request) -> Response:
-        rows = containers.list(
+        rows = containers.summaries(
             all=query_bool(req, "all"), limit=query_int(req, "limit"), filters=parse_filters(req.arg("filters"))
         )
         await containers.sizes(rows)
@@ -79,7 +83,8 @@ def register(router: Router, containers: ContainerService, stdio: StdioService) 
     async def container_wait(req: Request) -> Response | None:
         exited = life.wait(req.params["id"], req.arg("condition") or "")
         out = await req.start_stream(200, "application/json")  # headers now: docker run waits on them
-        done, _ = await asyncio.wait({exited, req.disconnected}, return_when=asyncio.FIRST_COMPLETED)
+        waiters: list[asyncio.Future[Any]] = [exited, req.disconnected]
+        done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         if exited not in done:
             exited.cancel()
             return None
@@ -159,9 +164,10 @@ def _tail(value: str | None) -> int | None:
         return None
 
 
-async def _until_gone(coro: object, gone: asyncio.Future[None]) -> object:
-    task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
-    done, _ = await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+async def _until_gone(coro: Awaitable[_T], gone: asyncio.Future[None]) -> _T:
+    task = asyncio.ensure_future(coro)
+    waiters: list[asyncio.Future[Any]] = [task, gone]
+    done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
     if task in done:
         return task.result()
     task.cancel()
