@@ -129,16 +129,17 @@ class Lifecycle:
 
     async def _on_exit(self, c: Container, status: ExitStatus) -> None:
         ran_for = status.finished_at - c.state.started_at
+        # Clean up before the state says "exited": a client that sees it may remove the container at once.
+        with contextlib.suppress(DockyardError):
+            await self.d.runtime.delete(c.id)
+        with contextlib.suppress(DockyardError, OSError):
+            await self.d.rootfs.unmount(c.id)
         c.state.status = st.EXITED
         c.state.pid = 0
         c.state.exit_code = status.exit_code
         c.state.finished_at = status.finished_at
         c.state.oom_killed = status.oom_killed
         self.d.repo.save(c)
-        with contextlib.suppress(DockyardError):
-            await self.d.runtime.delete(c.id)
-        with contextlib.suppress(DockyardError, OSError):
-            await self.d.rootfs.unmount(c.id)
         c.live.stopped.set()
         _resolve(c.live.exit_waiters, status.exit_code)
         if self._should_restart(c, ran_for):
