@@ -65,10 +65,11 @@ class Lifecycle:
             spec = build_container_spec(c, rootfs, d.paths)
             bundle = d.paths.bundle(c.id)
             bundle.mkdir(parents=True, exist_ok=True)
-            with contextlib.suppress(NotModified):
-                await d.runtime.delete(c.id)  # leftovers of an earlier run
-            setup = ContainerSetup(c.id, bundle, spec, c.tty, bool(c.config.get("OpenStdin")), d.paths.log(c.id))
-            pid = await d.runtime.create(setup)
+            setup = ContainerSetup(
+                c.id, bundle, spec, c.tty, bool(c.config.get("OpenStdin")), d.paths.log(c.id),
+                stdin_once=bool(c.config.get("StdinOnce")),
+            )  # fmt: skip
+            pid = await self._create(setup)
         except DockyardError as exc:
             raise await self._failed_start(c, exc) from exc
         await self._connect_pending_attaches(c)
@@ -81,6 +82,16 @@ class Lifecycle:
         c.live.stopped.clear()
         d.repo.save(c)
         c.live.monitor = asyncio.create_task(self._monitor(c))
+
+    async def _create(self, setup: ContainerSetup) -> int:
+        """Create in the runtime; state left by a daemon that died mid-start is cleared and retried once."""
+        try:
+            return await self.d.runtime.create(setup)
+        except DockyardError as exc:
+            if "exists" not in exc.message:
+                raise
+        await self.d.runtime.delete(setup.id)
+        return await self.d.runtime.create(setup)
 
     async def _failed_start(self, c: Container, exc: DockyardError) -> DockyardError:
         """Record the failure; Docker sets 127/126 for a missing or non-executable command (a client error)."""

@@ -8,7 +8,7 @@ from typing import Any
 
 from dockyard.engine.container import Container, ContainerPaths
 from dockyard.engine.create_config import parse_bind
-from dockyard.engine.ocispec import DEFAULT_PATH, BindMount, Rlimit, SpecInput, build_spec, resolve_user
+from dockyard.engine.ocispec import BindMount, Rlimit, SpecInput, build_spec, resolve_user
 
 _HOST_RESOLV = Path("/etc/resolv.conf")
 
@@ -23,13 +23,7 @@ def build_container_spec(c: Container, rootfs: Path, paths: ContainerPaths) -> d
     binds += [_mount_entry(m) for m in hc.get("Mounts") or () if m.get("Type", "bind") == "bind"]
     tmpfs = dict(hc.get("Tmpfs") or {})
     tmpfs.update({m["Target"]: "" for m in hc.get("Mounts") or () if m.get("Type") == "tmpfs"})
-    env = list(cfg.get("Env") or [])
-    if not any(e.startswith("PATH=") for e in env):
-        env.insert(0, f"PATH={DEFAULT_PATH}")
-    if c.tty and not any(e.startswith("TERM=") for e in env):
-        env.append("TERM=xterm")
-    if not any(e.startswith("HOSTNAME=") for e in env):
-        env.append(f"HOSTNAME={cfg.get('Hostname') or c.id[:12]}")
+    env = list(cfg.get("Env") or [])  # build_spec adds PATH, HOSTNAME and TERM as dockerd does
     mode = hc.get("NetworkMode") or "default"
     inp = SpecInput(
         container_id=c.id,
