@@ -17,7 +17,7 @@ from dockyard.engine.create_config import command_of, merge_image_config, parse_
 from dockyard.engine.filters import Filters
 from dockyard.engine.lifecycle import Lifecycle, LifecycleDeps
 from dockyard.engine.names import generate_name
-from dockyard.errors import Conflict, DockyardError, InvalidParameter, NotFound
+from dockyard.errors import Conflict, DockyardError, InvalidParameter, NotFound, NotModified
 
 LIST_FILTERS = {
     "id", "name", "label", "status", "ancestor", "exited", "before", "since", "network", "volume", "health",
@@ -69,6 +69,19 @@ class ContainerService:
             raise
         c.live.stopped.set()
         return {"Id": c.id, "Warnings": []}
+
+    async def start(self, ref: str) -> None:
+        """Start; a container that fails to start is removed when it asked for auto-remove (as dockerd does,
+        and ``docker run --rm`` waits for that removal before reporting the error)."""
+        try:
+            await self.lifecycle.start(ref)
+        except DockyardError as exc:
+            if isinstance(exc, NotModified):
+                raise
+            c = self.repo.get(ref)
+            if c.host_config.get("AutoRemove") and not c.state.running:
+                await self._auto_remove(c)
+            raise
 
     # -- queries --------------------------------------------------------------------------------------------
     def get(self, ref: str) -> Container:

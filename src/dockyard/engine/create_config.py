@@ -18,7 +18,8 @@ RESTART_POLICIES = ("", "no", "always", "unless-stopped", "on-failure")
 NETWORK_MODES = ("", "default", "bridge", "none", "host")
 NAME_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 
-_LIST_OF_STR = ("Env", "Cmd", "Entrypoint", "Shell", "OnBuild")
+_STR_SLICE = ("Cmd", "Entrypoint", "Shell")  # Docker's StrSlice: a single string is accepted
+_LIST_OF_STR = ("Env", "OnBuild")
 _STR = ("Hostname", "Domainname", "User", "WorkingDir", "Image", "StopSignal", "MacAddress")
 _BOOL = ("AttachStdin", "AttachStdout", "AttachStderr", "Tty", "OpenStdin", "StdinOnce", "NetworkDisabled")
 _HC_INT = (
@@ -26,7 +27,18 @@ _HC_INT = (
     "CpuRealtimePeriod", "CpuRealtimeRuntime", "ShmSize", "KernelMemory", "BlkioWeight", "OomScoreAdj",
 )  # fmt: skip
 _HC_BOOL = ("Privileged", "AutoRemove", "ReadonlyRootfs", "PublishAllPorts", "Init", "OomKillDisable")
-_HC_LIST = ("Binds", "CapAdd", "CapDrop", "Dns", "DnsOptions", "DnsSearch", "ExtraHosts", "SecurityOpt", "GroupAdd")
+_HC_STR_SLICE = ("CapAdd", "CapDrop")
+_HC_LIST = (
+    "Binds",
+    "CapAdd",
+    "CapDrop",
+    "Dns",
+    "DnsOptions",
+    "DnsSearch",
+    "ExtraHosts",
+    "SecurityOpt",
+    "GroupAdd",
+)
 
 
 @dataclass(frozen=True)
@@ -47,8 +59,10 @@ def validate_name(name: str) -> str:
 def parse_create(body: Mapping[str, Any]) -> CreateRequest:
     """Check types and normalize the create body (string Cmd → list, nulls → empty)."""
     config = {k: v for k, v in body.items() if k not in ("HostConfig", "NetworkingConfig")}
-    for key in _LIST_OF_STR:
+    for key in _STR_SLICE:
         config[key] = _str_list(config.get(key), key)
+    for key in _LIST_OF_STR:
+        config[key] = _str_list(config.get(key), key, strict=True)
     for key in _STR:
         config[key] = _typed(config.get(key), str, key, "")
     for key in _BOOL:
@@ -65,7 +79,9 @@ def parse_create(body: Mapping[str, Any]) -> CreateRequest:
     for key in _HC_BOOL:
         host_config[key] = _typed(host_config.get(key), bool, f"HostConfig.{key}", False)
     for key in _HC_LIST:
-        host_config[key] = _str_list(host_config.get(key), f"HostConfig.{key}")
+        host_config[key] = _str_list(
+            host_config.get(key), f"HostConfig.{key}", strict=key not in _HC_STR_SLICE
+        )
     host_config["PidsLimit"] = _typed(host_config.get("PidsLimit"), int, "HostConfig.PidsLimit", None)
     host_config["CpusetCpus"] = _typed(host_config.get("CpusetCpus"), str, "HostConfig.CpusetCpus", "")
     host_config["CpusetMems"] = _typed(host_config.get("CpusetMems"), str, "HostConfig.CpusetMems", "")
@@ -82,19 +98,21 @@ def parse_create(body: Mapping[str, Any]) -> CreateRequest:
 def _typed(value: Any, kind: type, field: str, default: Any) -> Any:
     if value is None:
         return default
-    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+    if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
         raise InvalidParameter(f"invalid type for {field}: expected {_kind_name(kind)}")
     return value
 
 
 def _kind_name(kind: type) -> str:
-    return {int: "integer", str: "string", bool: "boolean", dict: "object", list: "array"}.get(kind, kind.__name__)
+    return {int: "integer", str: "string", bool: "boolean", dict: "object", list: "array"}.get(
+        kind, kind.__name__
+    )
 
 
-def _str_list(value: Any, field: str) -> list[str] | None:
+def _str_list(value: Any, field: str, strict: bool = False) -> list[str] | None:
     if value is None:
         return None
-    if isinstance(value, str):  # Docker's StrSlice accepts a single string
+    if isinstance(value, str) and not strict:
         return [value]
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise InvalidParameter(f"invalid type for {field}: expected an array of strings")
@@ -113,16 +131,24 @@ def _restart_policy(value: Any) -> dict[str, Any]:
     policy = _typed(value, dict, "HostConfig.RestartPolicy", {})
     name = _typed(policy.get("Name"), str, "HostConfig.RestartPolicy.Name", "")
     count = _typed(policy.get("MaximumRetryCount"), int, "HostConfig.RestartPolicy.MaximumRetryCount", 0)
+    _check_restart_policy(name, count)
+    return {"Name": name or "no", "MaximumRetryCount": count if name else 0}
+
+
+def _check_restart_policy(name: str, count: int) -> None:
+    """moby's ValidateRestartPolicy, texts included; an empty name takes any count (pre-v25 clients)."""
     if name not in RESTART_POLICIES:
         raise InvalidParameter(
             f"invalid restart policy: unknown policy '{name}'; use one of 'no', 'always', 'on-failure', "
             "or 'unless-stopped'"
         )
-    if count < 0:
+    if name == "on-failure" and count < 0:
         raise InvalidParameter("invalid restart policy: maximum retry count cannot be negative")
-    if count and name != "on-failure":
-        raise InvalidParameter("invalid restart policy: maximum retry count can only be used with 'on-failure'")
-    return {"Name": name or "no", "MaximumRetryCount": count}
+    if name not in ("", "on-failure") and count:
+        suffix = " and cannot be negative" if count < 0 else ""
+        raise InvalidParameter(
+            f"invalid restart policy: maximum retry count can only be used with 'on-failure'{suffix}"
+        )
 
 
 def _check_host_config(hc: dict[str, Any]) -> None:
@@ -130,7 +156,7 @@ def _check_host_config(hc: dict[str, Any]) -> None:
         raise InvalidParameter("can't create 'AutoRemove' container with restart policy")
     if 0 < hc["Memory"] < 6 * 1024 * 1024:
         raise InvalidParameter("Minimum memory limit allowed is 6MB")
-    if hc["Memory"] < 0 and hc["Memory"] != -1 or hc["NanoCpus"] < 0 or hc["CpuShares"] < 0:
+    if (hc["Memory"] < 0 and hc["Memory"] != -1) or hc["NanoCpus"] < 0 or hc["CpuShares"] < 0:
         raise InvalidParameter("invalid resource limit: values cannot be negative")
     if hc["MemorySwap"] > 0 and hc["Memory"] and hc["MemorySwap"] < hc["Memory"]:
         raise InvalidParameter("Minimum memoryswap limit should be larger than memory limit, see usage")
@@ -161,8 +187,10 @@ def parse_bind(spec: str) -> tuple[str, str, bool]:
         raise InvalidParameter(f"invalid volume specification: '{spec}': invalid mount config: "
                                f"mount path must be absolute")  # fmt: skip
     if dest == "/":
-        raise InvalidParameter(f"invalid volume specification: '{spec}': invalid mount config for type \"bind\": "
-                               "invalid specification: destination can't be '/'")  # fmt: skip
+        raise InvalidParameter(
+            f"invalid volume specification: '{spec}': invalid mount config for type \"bind\": "
+            "invalid specification: destination can't be '/'"
+        )
     unknown = [o for o in options if o not in ("ro", "rw", "z", "Z", "shared", "rshared", "slave", "rslave",
                                                "private", "rprivate", "nocopy")]  # fmt: skip
     if unknown:

@@ -46,7 +46,7 @@ def register(router: Router, containers: ContainerService, stdio: StdioService) 
         return json_response(containers.inspect(req.params["id"], query_bool(req, "size")))
 
     async def container_start(req: Request) -> Response:
-        await life.start(req.params["id"])
+        await containers.start(req.params["id"])
         return NO_CONTENT
 
     async def container_stop(req: Request) -> Response:
