@@ -15,6 +15,7 @@ import asyncio
 import collections
 import email.utils
 import json
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 from urllib.parse import parse_qs
@@ -25,6 +26,10 @@ from dockyard.security.identity import Identity
 
 MAX_HEADER_BYTES = 64 * 1024
 MAX_HEADERS = 200
+# A client must finish a request head within HEAD_TIMEOUT of its first byte (or of connecting), and may idle
+# between keep-alive requests for IDLE_TIMEOUT: a peer that connects and sends nothing holds nothing for long.
+HEAD_TIMEOUT = 30.0
+IDLE_TIMEOUT = 120.0
 
 STATUS_TEXT = {
     101: "UPGRADED",
@@ -53,7 +58,7 @@ class ClientGone(Exception):
 class Response:
     """A complete response, written with a Content-Length."""
 
-    __slots__ = ("body", "content_type", "headers", "status")
+    __slots__ = ("body", "content_type", "encoded_head", "headers", "status")
 
     def __init__(
         self,
@@ -66,6 +71,7 @@ class Response:
         self.body = body
         self.content_type = content_type
         self.headers = headers or []
+        self.encoded_head: bytes | None = None
 
 
 class Request:
@@ -217,8 +223,17 @@ class RawStream:
 class HttpConnection(asyncio.Protocol):
     """One client connection: parse, dispatch in order, write responses."""
 
-    def __init__(self, app: Dispatcher, identify: Callable[[asyncio.BaseTransport], Identity]) -> None:
+    def __init__(
+        self,
+        app: Dispatcher,
+        identify: Callable[[asyncio.BaseTransport], Identity],
+        head_timeout: float = HEAD_TIMEOUT,
+        idle_timeout: float = IDLE_TIMEOUT,
+    ) -> None:
         self.app = app
+        self._head_timeout = head_timeout
+        self._idle_timeout = idle_timeout
+        self._timer: asyncio.TimerHandle | None = None
         self.identify = identify
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.identity: Identity = None  # type: ignore[assignment]
@@ -246,8 +261,10 @@ class HttpConnection(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         self.identity = self.identify(transport)
+        self._arm_timer(self._head_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:  # noqa: D102
+        self._arm_timer(None)
         if not self.closed.done():
             self.closed.set_result(None)
         if self._raw is not None:
@@ -291,6 +308,7 @@ class HttpConnection(asyncio.Protocol):
 
     # -- httptools callbacks ---------------------------------------------------------------------------
     def on_message_begin(self) -> None:  # noqa: D102
+        self._arm_timer(self._head_timeout)
         self._url = b""
         self._headers = {}
         self._header_bytes = 0
@@ -312,6 +330,7 @@ class HttpConnection(asyncio.Protocol):
         self._headers[key] = f"{self._headers[key]}, {text}" if key in self._headers else text
 
     def on_headers_complete(self) -> None:  # noqa: D102
+        self._arm_timer(None)
         method = self._parser.get_method().decode("ascii", "replace")
         req = Request(self, method, self._url.decode("latin-1"), self._headers)
         self._current = req
@@ -393,12 +412,14 @@ class HttpConnection(asyncio.Protocol):
             if len(self._pending) <= 16:
                 self.transport.resume_reading()
             self._run(self._pending.popleft())
+        elif self._timer is None and not self.closed.done():
+            self._arm_timer(self._idle_timeout)
 
     # -- writing ----------------------------------------------------------------------------------------
     def _head(self, status: int, headers: list[tuple[str, str]]) -> bytearray:
         out = bytearray(b"HTTP/1.1 %d %s\r\n" % (status, STATUS_TEXT.get(status, "Unknown").encode()))
         out += self.app.common_headers
-        out += b"Date: %s\r\n" % email.utils.formatdate(usegmt=True).encode()
+        out += _date_header()
         for name, value in headers:
             out += b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1"))
         return out
@@ -407,16 +428,20 @@ class HttpConnection(asyncio.Protocol):
         """Write a complete response."""
         if self.closed.done():
             return
-        headers = list(resp.headers)
-        if resp.content_type and resp.status != 304:
-            headers.append(("Content-Type", resp.content_type))
-        if resp.status not in (204, 304):
-            headers.append(("Content-Length", str(len(resp.body))))
-        out = self._head(resp.status, headers)
-        out += b"\r\n"
-        if resp.status not in (204, 304):
-            out += resp.body
-        self.transport.write(out)
+        head = resp.encoded_head
+        if head is None:  # encoded once per response object: constant responses are reused
+            headers = list(resp.headers)
+            if resp.content_type and resp.status != 304:
+                headers.append(("Content-Type", resp.content_type))
+            if resp.status not in (204, 304):
+                headers.append(("Content-Length", str(len(resp.body))))
+            head = self._head(resp.status, headers)
+            del head[-len(_date_header()) :]
+            resp.encoded_head = head = bytes(head)
+        if resp.status in (204, 304):
+            self.transport.write(b"%b%b\r\n" % (head, _date_header()))
+        else:
+            self.transport.write(b"%b%b\r\n%b" % (head, _date_header(), resp.body))
 
     async def start_stream(self, status: int, content_type: str, extra: list[tuple[str, str]]) -> StreamWriter:
         """Send headers for a chunked body and return its writer."""
@@ -469,10 +494,35 @@ class HttpConnection(asyncio.Protocol):
             else:
                 waiter.set_exception(exc)
 
+    def _arm_timer(self, seconds: float | None) -> None:
+        """(Re)start the head/idle timer, or stop it with None."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if seconds is not None:
+            self._timer = asyncio.get_running_loop().call_later(seconds, self._timed_out)
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        if not self._busy and self._raw is None:  # never cut a response or a hijacked stream
+            self.transport.close()
+
     def _reject(self, status: int, message: str) -> None:
         body = b'{"message":%s}\n' % _json_str(message)
         self.write_response(Response(status, body))
         self.transport.close()
+
+
+_date_cache: tuple[int, bytes] = (0, b"")
+
+
+def _date_header() -> bytes:
+    """The ``Date`` header line, formatted once per second."""
+    global _date_cache
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache = (now, b"Date: %s\r\n" % email.utils.formatdate(now, usegmt=True).encode())
+    return _date_cache[1]
 
 
 class _TooLarge(Exception):
