@@ -1,0 +1,99 @@
+"""Audit stage: one record per API call, and no mutating call without a record on disk first.
+
+A mutating call (anything but GET/HEAD, plus the websocket attach that can write to a container) gets a
+``start`` record that is written *before* the handler runs; when that write fails the call is refused with
+503, so nothing changes unaudited. Every call, reads included, then gets a ``done`` record with its status,
+bytes, duration and the authorization decision. Reads are never held up by the log: their records are
+buffered, and while the disk is failing they continue (and are dropped, counted, once the backlog is large).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from dockyard.api.app import Route
+from dockyard.api.http import Request
+from dockyard.errors import Unavailable
+from dockyard.security.audit import AuditLog
+from dockyard.security.identity import Identity
+
+from .authz import AuthzMiddleware
+
+_READ_METHODS = ("GET", "HEAD")
+_WRITING_READS = frozenset({"ContainerAttachWebsocket"})
+
+
+def caller(who: Identity) -> dict[str, Any]:
+    """The identity as the audit log shows it."""
+    if who.cert_cn is not None or who.cert_fingerprint is not None:
+        return {"transport": who.transport, "cert_cn": who.cert_cn, "cert_fingerprint": who.cert_fingerprint,
+                "cert_sans": list(who.cert_sans)}  # fmt: skip
+    return {"transport": who.transport, "uid": who.uid, "gid": who.gid, "pid": who.pid, "user": who.user}
+
+
+def _now() -> str:
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int((t % 1) * 1e6):06d}Z"
+
+
+def is_mutating(method: str, route: Route | None) -> bool:
+    """Whether a call may change state (and so must not run unaudited)."""
+    return method not in _READ_METHODS or (route is not None and route.operation in _WRITING_READS)
+
+
+class AuditMiddleware:
+    """The ``Middleware`` that writes the audit log."""
+
+    def __init__(self, audit: AuditLog, authz: AuthzMiddleware | None = None) -> None:
+        self.audit = audit
+        self.authz = authz
+        if authz is not None:
+            authz.keep_decisions = True
+
+    async def before(self, req: Request, route: Route) -> None:
+        """Write the ``start`` record of a mutating call and wait for it; 503 when it cannot be written."""
+        if not is_mutating(req.method, route):
+            return
+        op = route.operation if route is not None else ""
+        if self.audit.failure is not None:
+            raise Unavailable(f"audit log unavailable ({self.audit.failure}): refusing {op or req.method} "
+                              "so that it does not run unaudited")  # fmt: skip
+        entry = self._entry(req, route, "start")
+        decision = self.authz.decision_of(req) if self.authz is not None else None
+        if decision is not None:
+            entry["decision"], entry["rule"] = decision.verdict, decision.rule
+        pending = self.audit.record(entry, durable=True)
+        assert pending is not None
+        try:
+            await pending
+        except OSError as exc:
+            raise Unavailable(f"audit log unavailable ({exc.strerror or exc}): refusing {op or req.method} "
+                              "so that it does not run unaudited") from None  # fmt: skip
+
+    def after(self, req: Request, route: Route | None, status: int, nbytes: int, started: float) -> None:
+        """Record the outcome."""
+        entry = self._entry(req, route, "done")
+        decision = self.authz.pop_decision(req) if self.authz is not None else None
+        if decision is not None:
+            entry["decision"], entry["rule"] = decision.verdict, decision.rule
+            if decision.reason:
+                entry["reason"] = decision.reason
+        entry["status"] = status
+        entry["bytes"] = nbytes
+        entry["duration_ms"] = round((time.monotonic() - started) * 1000, 3)
+        self.audit.record(entry)
+
+    @staticmethod
+    def _entry(req: Request, route: Route | None, phase: str) -> dict[str, Any]:
+        params = req.params
+        return {
+            "time": _now(),
+            "request_id": req.request_id,
+            "phase": phase,
+            "caller": caller(req.identity),
+            "method": req.method,
+            "path": req.path,
+            "operation": route.operation if route is not None else None,
+            "target": params.get("id") or params.get("name") if params else None,
+        }

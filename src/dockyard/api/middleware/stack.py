@@ -1,0 +1,68 @@
+"""Assemble the security stages from the daemon's configuration: policy (optional) and audit log (always).
+
+The audit log defaults to ``<data-root>/audit.log``. The daemon calls :meth:`Security.reload` on SIGHUP and
+:meth:`Security.close` at shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from dockyard.api.app import Middleware
+from dockyard.config import DaemonConfig
+from dockyard.security.audit import AuditLog
+
+from .audit import AuditMiddleware
+from .authz import AuthzMiddleware, LabelLookup, PolicyHolder
+
+log = logging.getLogger("dockyard.security")
+
+
+@dataclass
+class Security:
+    """The running security stages."""
+
+    audit: AuditLog
+    holder: PolicyHolder | None = None
+    middleware: list[Middleware] = field(default_factory=list)
+    _reloading: asyncio.Task[bool] | None = None
+
+    @classmethod
+    async def start(
+        cls, cfg: DaemonConfig, labels: LabelLookup, operations: Mapping[str, str] | None = None
+    ) -> Security:
+        """Load the policy (a bad file stops the start) and open the audit log.
+
+        Args:
+            cfg: the daemon configuration (``policy``, ``audit_log``, ``data_root``).
+            labels: container labels by reference, for owner isolation.
+            operations: operation → method of every registered route.
+
+        Returns:
+            The stages, in pipeline order (authorization, then audit).
+        """
+        holder = None
+        if cfg.policy is not None:
+            holder = await asyncio.to_thread(PolicyHolder, cfg.policy, operations)
+        audit = AuditLog(cfg.audit_log or cfg.data_root / "audit.log")
+        await asyncio.to_thread(audit.open, asyncio.get_running_loop())
+        sec = cls(audit, holder)
+        authz = AuthzMiddleware(holder, labels) if holder is not None else None
+        if authz is not None:
+            sec.middleware.append(authz)
+        sec.middleware.append(AuditMiddleware(audit, authz))
+        return sec
+
+    def reload(self) -> None:
+        """Reload the policy file in a thread (SIGHUP); a bad file keeps the old policy and logs why."""
+        if self.holder is None:
+            log.info("SIGHUP: no --policy given, nothing to reload")
+            return
+        self._reloading = asyncio.ensure_future(asyncio.to_thread(self.holder.reload))
+
+    async def close(self) -> None:
+        """Write out the audit log and stop its writer."""
+        await asyncio.to_thread(self.audit.close)
