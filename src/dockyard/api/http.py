@@ -416,12 +416,13 @@ class HttpConnection(asyncio.Protocol):
             self._arm_timer(self._idle_timeout)
 
     # -- writing ----------------------------------------------------------------------------------------
-    def _head(self, status: int, headers: list[tuple[str, str]]) -> bytearray:
+    def _head(self, status: int, headers: list[tuple[str, str]], date: bool = True) -> bytearray:
         out = bytearray(b"HTTP/1.1 %d %s\r\n" % (status, STATUS_TEXT.get(status, "Unknown").encode()))
         out += self.app.common_headers
-        out += _date_header()
         for name, value in headers:
             out += b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1"))
+        if date:
+            out += _date_header()
         return out
 
     def write_response(self, resp: Response) -> None:
@@ -435,9 +436,7 @@ class HttpConnection(asyncio.Protocol):
                 headers.append(("Content-Type", resp.content_type))
             if resp.status not in (204, 304):
                 headers.append(("Content-Length", str(len(resp.body))))
-            head = self._head(resp.status, headers)
-            del head[-len(_date_header()) :]
-            resp.encoded_head = head = bytes(head)
+            resp.encoded_head = head = bytes(self._head(resp.status, headers, date=False))
         if resp.status in (204, 304):
             self.transport.write(b"%b%b\r\n" % (head, _date_header()))
         else:
