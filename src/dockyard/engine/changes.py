@@ -11,7 +11,6 @@ import posixpath
 import shlex
 from typing import Any
 
-import dockerfile
 
 from dockyard.errors import InvalidParameter
 
@@ -33,6 +32,10 @@ def _unquote(word: str) -> str:
 
 
 def _parse(line: str) -> Any:
+    # Imported here: the parser is Go, and loading it starts the Go runtime's threads; the daemon must
+    # still be single-threaded when it joins its mount namespace at start-up.
+    import dockerfile
+
     try:
         commands = dockerfile.parse_string(line)
     except dockerfile.GoParseError as exc:

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import signal as signals
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from dockyard.engine import state as st
@@ -141,10 +141,7 @@ class Lifecycle:
     async def _on_exit(self, c: Container, status: ExitStatus) -> None:
         ran_for = status.finished_at - c.state.started_at
         # Clean up before the state says "exited": a client that sees it may remove the container at once.
-        with contextlib.suppress(DockyardError):
-            await self.d.runtime.delete(c.id)
-        with contextlib.suppress(DockyardError, OSError):
-            await self.d.rootfs.unmount(c.id)
+        await asyncio.gather(self._quietly(self.d.runtime.delete(c.id)), self._quietly(self.d.rootfs.unmount(c.id)))
         c.state.status = st.EXITED
         c.state.pid = 0
         c.state.exit_code = status.exit_code
@@ -157,6 +154,14 @@ class Lifecycle:
             self._schedule_restart(c, ran_for)
         elif c.host_config.get("AutoRemove"):
             await self._auto_remove(c)
+
+    @staticmethod
+    async def _quietly(step: Awaitable[None]) -> None:
+        """Best-effort cleanup: a failure is logged, not raised (the exit must still be recorded)."""
+        try:
+            await step
+        except (DockyardError, OSError) as exc:
+            log.warning("cleanup after exit: %s", exc)
 
     def _should_restart(self, c: Container, ran_for: float) -> bool:
         """Docker's restart manager: always / unless-stopped / on-failure[:N]."""

@@ -23,6 +23,7 @@ import subprocess
 from pathlib import Path
 
 from dockyard.errors import SystemFailure
+from dockyard.store.syscalls import mount_overlay, unmount
 
 __all__ = ["Rootfs", "detect_driver"]
 
@@ -119,7 +120,7 @@ class Rootfs:
             (base / sub).mkdir(parents=True, exist_ok=True)
         lowers = [self._link(p) for p in reversed(lower_dirs)] or [self._empty_lower(base)]
         opts = f"lowerdir={':'.join(lowers)},upperdir={base / 'upper'},workdir={base / 'work'}"
-        await _run("mount", "-t", "overlay", "overlay", "-o", opts, str(target), cwd=self._root)
+        mount_overlay(target, opts, cwd=self._root)
         return target
 
     def _link(self, diff: Path) -> str:
@@ -139,12 +140,8 @@ class Rootfs:
     async def unmount(self, container_id: str) -> None:
         """Unmount the root filesystem (lazily if busy); a no-op when not mounted."""
         target = self.path(container_id)
-        if self.driver == "overlay2" and os.path.ismount(target):
-            try:
-                await _run("umount", "-l", str(target))
-            except SystemFailure:
-                if os.path.ismount(target):  # not a race with another unmount: a real failure
-                    raise
+        if self.driver == "overlay2":
+            unmount(target)
 
     async def remove(self, container_id: str) -> None:
         """Unmount and delete the container's filesystem, including its writable layer."""
