@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from dockyard.engine.seccomp import parse_security_opts
 from dockyard.errors import InvalidParameter
 
 RESTART_POLICIES = ("", "no", "always", "unless-stopped", "on-failure")
@@ -172,6 +173,7 @@ def _check_host_config(hc: dict[str, Any]) -> None:
         raise InvalidParameter(f"network {mode} not found")
     for bind in hc["Binds"] or ():
         parse_bind(bind)
+    parse_security_opts(hc["SecurityOpt"] or ())
 
 
 def parse_bind(spec: str) -> tuple[str, str, bool]:

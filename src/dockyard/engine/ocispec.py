@@ -42,7 +42,6 @@ DEFAULT_CAPS = (
 
 # Linux capabilities 0..40 in kernel order (CAP_CHECKPOINT_RESTORE is the last runc 1.1 knows).
 _CAP_NAMES = [
-    "CAP_",
     "CHOWN",
     "DAC_OVERRIDE",
     "DAC_READ_SEARCH",
@@ -177,6 +176,8 @@ class SpecInput:
     shm_size: int = 0
     rlimits: Sequence[Rlimit] = ()
     seccomp: Mapping[str, Any] | None = None
+    # Already resolved by the engine (privileged: what the daemon itself holds); None = from the fields above.
+    capabilities: Sequence[str] | None = None
 
 
 def build_spec(inp: SpecInput, hard_limit: Callable[[str], int] | None = None) -> dict[str, Any]:
@@ -194,7 +195,10 @@ def build_spec(inp: SpecInput, hard_limit: Callable[[str], int] | None = None) -
     Raises:
         InvalidParameter: an unknown capability or rlimit name.
     """
-    caps = list(ALL_CAPS) if inp.privileged else normalize_capabilities(inp.cap_add, inp.cap_drop)
+    if inp.capabilities is not None:
+        caps = list(inp.capabilities)
+    else:
+        caps = list(ALL_CAPS) if inp.privileged else normalize_capabilities(inp.cap_add, inp.cap_drop)
     linux: dict[str, Any] = {
         "cgroupsPath": f"/dockyard/{inp.container_id}",
         "namespaces": _namespaces(inp),

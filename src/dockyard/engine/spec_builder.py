@@ -3,14 +3,26 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
 from dockyard.engine.container import Container, ContainerPaths
 from dockyard.engine.create_config import parse_bind
-from dockyard.engine.ocispec import BindMount, Rlimit, SpecInput, build_spec, resolve_user
+from dockyard.engine.ocispec import (
+    ALL_CAPS,
+    BindMount,
+    Rlimit,
+    SpecInput,
+    build_spec,
+    normalize_capabilities,
+    resolve_user,
+)
+from dockyard.engine.seccomp import container_seccomp, parse_security_opts
 
 _HOST_RESOLV = Path("/etc/resolv.conf")
+_SKIP_DEV = ("pts", "shm", "fd", "mqueue", ".lxc", ".lxd-mounts", ".udev")
 
 
 def build_container_spec(c: Container, rootfs: Path, paths: ContainerPaths) -> dict[str, Any]:
@@ -25,6 +37,9 @@ def build_container_spec(c: Container, rootfs: Path, paths: ContainerPaths) -> d
     tmpfs.update({m["Target"]: "" for m in hc.get("Mounts") or () if m.get("Type") == "tmpfs"})
     env = list(cfg.get("Env") or [])  # build_spec adds PATH, HOSTNAME and TERM as dockerd does
     mode = hc.get("NetworkMode") or "default"
+    security = parse_security_opts(hc.get("SecurityOpt") or ())
+    privileged = bool(hc.get("Privileged"))
+    caps = _capabilities(hc, privileged)
     inp = SpecInput(
         container_id=c.id,
         rootfs=rootfs,
@@ -47,12 +62,11 @@ def build_container_spec(c: Container, rootfs: Path, paths: ContainerPaths) -> d
         cpuset_cpus=hc.get("CpusetCpus") or "",
         cpuset_mems=hc.get("CpusetMems") or "",
         pids_limit=hc.get("PidsLimit") if (hc.get("PidsLimit") or 0) > 0 else None,
-        privileged=bool(hc.get("Privileged")),
+        privileged=privileged,
         cap_add=hc.get("CapAdd") or (),
         cap_drop=hc.get("CapDrop") or (),
         readonly_rootfs=bool(hc.get("ReadonlyRootfs")),
-        no_new_privileges="no-new-privileges" in (hc.get("SecurityOpt") or ())
-        or "no-new-privileges:true" in (hc.get("SecurityOpt") or ()),
+        no_new_privileges=security.no_new_privileges,
         binds=binds,
         tmpfs=tmpfs,
         hosts_path=files["hosts"],
@@ -60,8 +74,57 @@ def build_container_spec(c: Container, rootfs: Path, paths: ContainerPaths) -> d
         resolv_conf_path=files["resolv.conf"],
         shm_size=hc.get("ShmSize") or 0,
         rlimits=[Rlimit(u["Name"], int(u["Soft"]), int(u["Hard"])) for u in hc.get("Ulimits") or ()],
+        seccomp=container_seccomp(security, privileged, caps),
+        capabilities=caps,
     )
-    return build_spec(inp)
+    spec = build_spec(inp)
+    if privileged:
+        spec["linux"]["devices"] = host_devices()
+    return spec
+
+
+def _capabilities(hc: dict[str, Any], privileged: bool) -> list[str]:
+    # "All" means all that the daemon holds, for --privileged and --cap-add ALL alike (moby's GetAllCapabilities).
+    if privileged:
+        return held_capabilities()
+    add = hc.get("CapAdd") or ()
+    caps = normalize_capabilities(add, hc.get("CapDrop") or ())
+    if any(a.strip().upper() == "ALL" for a in add):
+        held = set(held_capabilities())
+        caps = [c for c in caps if c in held]
+    return caps
+
+
+def held_capabilities(status: Path = Path("/proc/self/status")) -> list[str]:
+    """The capabilities of the daemon's bounding set: what ``--privileged`` gives, as moby does, since a
+    runtime cannot grant a capability its parent lacks (nested or sandboxed daemons)."""
+    for line in status.read_text().splitlines():
+        if line.startswith("CapBnd:"):
+            mask = int(line.split()[1], 16)
+            return [cap for bit, cap in enumerate(ALL_CAPS) if mask >> bit & 1]
+    return list(ALL_CAPS)
+
+
+def host_devices(dev: Path = Path("/dev")) -> list[dict[str, Any]]:
+    """Every character and block device under ``dev``, as Docker hands them to privileged containers.
+
+    Skips what runc's ``HostDevices`` skips: the pts, shm, fd and mqueue trees and /dev/console.
+    """
+    found: list[dict[str, Any]] = []
+    for path in sorted(dev.rglob("*")):
+        rel = path.relative_to(dev).parts
+        if rel[0] in _SKIP_DEV or path == dev / "console":
+            continue
+        try:
+            st = path.lstat()
+        except OSError:
+            continue
+        kind = "c" if stat.S_ISCHR(st.st_mode) else "b" if stat.S_ISBLK(st.st_mode) else ""
+        if kind:
+            found.append({"path": str(path), "type": kind, "major": os.major(st.st_rdev),
+                          "minor": os.minor(st.st_rdev), "fileMode": stat.S_IMODE(st.st_mode),
+                          "uid": st.st_uid, "gid": st.st_gid})  # fmt: skip
+    return found
 
 
 def _mount_entry(m: dict[str, Any]) -> BindMount:
