@@ -12,6 +12,7 @@ contains "no such image" into ``ImageNotFound``)::
     ├── Unauthorized                   401
     ├── Forbidden                      403  denied by policy
     ├── Unavailable                    503  daemon shutting down, disk full for the audit log
+    ├── TooManyRequests                429  a per-identity rate or stream limit is exceeded
     ├── Unsupported                    501  not implemented on this platform
     └── SystemFailure                  500  the runtime or the host failed
 """
@@ -61,3 +62,7 @@ class Unsupported(DockyardError):
 
 class SystemFailure(DockyardError):
     """The host, runtime or storage failed."""
+
+
+class TooManyRequests(DockyardError):
+    """The caller exceeded its rate or concurrency limit."""

@@ -18,6 +18,7 @@ STATUS_BY_KIND: dict[type[errors.DockyardError], int] = {
     errors.Unauthorized: 401,
     errors.Forbidden: 403,
     errors.Unavailable: 503,
+    errors.TooManyRequests: 429,
     errors.Unsupported: 501,
     errors.SystemFailure: 500,
 }

@@ -14,6 +14,7 @@ from typing import Any
 import docker.errors
 
 from dockyard import __version__
+from dockyard.cli import admin
 from dockyard.client.connect import connect
 
 
@@ -66,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("-a", "--all", action="store_true", help="show all containers (default shows just running)")
     ps.add_argument("-q", "--quiet", action="store_true", help="only display container IDs")
     ps.set_defaults(func=_cmd_ps)
+    admin.register(sub)
     return p
 
 
