@@ -10,17 +10,16 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
-import socket
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 from dockyard import config as configmod
 from dockyard.api import version
 from dockyard.api.app import App, Router
-from dockyard.api.listeners import bind_unix, serve_socket, systemd_sockets
+from dockyard.api.listeners import Listener, open_listeners, serve_socket
 from dockyard.api.middleware.stack import Security
 from dockyard.api.routers import containers as container_routes
 from dockyard.api.routers import images as image_routes
@@ -34,7 +33,8 @@ from dockyard.engine.lifecycle import LifecycleDeps
 from dockyard.engine.stdio import StdioService
 from dockyard.engine.system import SystemService
 from dockyard.errors import DockyardError, NotFound
-from dockyard.runtime.detect import detect_runtime
+from dockyard.runtime.detect import cgroup_mode, detect_runtime
+from dockyard.runtime.mountns import enter_private_mountns
 from dockyard.runtime.oci import OciRuntime
 from dockyard.store.blobs import BlobStore
 from dockyard.store.db import Database
@@ -119,11 +119,12 @@ def _container_labels(engine: Engine) -> Callable[[str], Mapping[str, str] | Non
 
 async def run(cfg: DaemonConfig) -> None:
     """Start every component, serve until SIGTERM/SIGINT, then shut down cleanly."""
+    listeners = _listen(cfg)
     engine = await build_engine(cfg)
     await engine.containers.lifecycle.restore()
     security = await Security.start(cfg, _container_labels(engine))
     app = build_app(engine, security)
-    servers = [await serve_socket(app, sock) for sock in _listen(cfg)]
+    servers = [await serve_socket(app, lst.sock, lst.tls) for lst in listeners]
     if cfg.pidfile is not None:
         cfg.pidfile.write_text(f"{os.getpid()}\n")
     stop = asyncio.Event()
@@ -144,20 +145,21 @@ async def run(cfg: DaemonConfig) -> None:
             cfg.pidfile.unlink()
 
 
-def _listen(cfg: DaemonConfig) -> list[socket.socket]:
-    socks: list[socket.socket] = []
-    for host in cfg.hosts:
-        scheme, _, rest = host.partition("://")
-        if scheme == "unix":
-            socks.append(bind_unix(Path(rest), cfg.group))
-        elif scheme == "fd":
-            passed = systemd_sockets()
-            if not passed:
-                raise ConfigError("fd:// given but no sockets were passed by systemd (LISTEN_FDS)")
-            socks.extend(passed)
-        else:
-            raise ConfigError(f"{host}: tcp listeners are not supported yet")
-    return socks
+def _listen(cfg: DaemonConfig) -> list[Listener]:
+    # Before the engine starts: a bad TLS file or a taken port fails the start at once.
+    return open_listeners(cfg)
+
+
+def prepare_host(cfg: DaemonConfig) -> None:
+    """Before any thread exists: on a hybrid-cgroup host, move into the mount namespace where crun works.
+
+    With runc forced (``--runtime runc``), or without crun, the daemon stays in the host's namespace.
+    """
+    if cgroup_mode() != "hybrid" or cfg.runtime == "runc" or not (shutil.which("crun") and shutil.which("unshare")):
+        return
+    cfg.exec_root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    enter_private_mountns(cfg.exec_root)
+    log.info("hybrid cgroups: running in a private mount namespace without the cgroup v2 mount, for crun")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -171,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
         level=configmod.log_level(cfg), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     try:
+        prepare_host(cfg)
         asyncio.run(run(cfg))
     except (ConfigError, DockyardError, OSError) as exc:
         print(f"dockyardd: {exc}", file=sys.stderr)
