@@ -217,14 +217,15 @@ def _architectures(profile: Mapping[str, Any], arch: str) -> list[str]:
 def _applies(rule: Any, arch: str, caps: set[str], kernel: tuple[int, int]) -> bool:
     if not isinstance(rule, dict):
         raise InvalidParameter("decoding seccomp profile failed: a syscalls entry is not an object")
-    excludes = rule.get("excludes") or {}
+    excludes, includes = rule.get("excludes") or {}, rule.get("includes") or {}
+    if not isinstance(excludes, dict) or not isinstance(includes, dict):
+        raise InvalidParameter("decoding seccomp profile failed: includes/excludes must be objects")
     if arch in (excludes.get("arches") or ()):
         return False
     if any(c in caps for c in excludes.get("caps") or ()):
         return False
     if excludes.get("minKernel") and kernel >= _parse_kernel(excludes["minKernel"]):
         return False
-    includes = rule.get("includes") or {}
     if includes.get("arches") and arch not in includes["arches"]:
         return False
     if not all(c in caps for c in includes.get("caps") or ()):
@@ -274,9 +275,9 @@ def kernel_version() -> tuple[int, int]:
     return _parse_kernel(platform.release())
 
 
-def _parse_kernel(text: str) -> tuple[int, int]:
-    parts = [p for p in text.replace("-", ".").split(".")[:2]]
+def _parse_kernel(text: Any) -> tuple[int, int]:
+    parts = str(text).replace("-", ".").split(".")
     try:
-        return int(parts[0]), int(parts[1]) if len(parts) > 1 else 0
+        return int(parts[0]), int(parts[1])
     except (ValueError, IndexError) as exc:
         raise InvalidParameter(f"invalid kernel version: {text!r}") from exc
