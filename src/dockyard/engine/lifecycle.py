@@ -363,10 +363,24 @@ class Lifecycle:
                 return
             await self._on_exit(c, ExitStatus(exit_code=255, finished_at=time.time()))
             return
+        if self.d.paths.bundle(c.id).exists():
+            await self._settle_interrupted_start(c)
         c.live.stopped.set()
         if c.has_run and c.state.status == st.EXITED and self._restart_at_boot(c):
             async with c.live.lock:
                 await self._start_locked(c)
+
+    async def _settle_interrupted_start(self, c: Container) -> None:
+        """A daemon that died inside start may have left a created (or even running) container the metadata
+        does not know about: remove it, so the record stays the truth (the client never got its 204)."""
+        found = await self.d.runtime.adopt(c.id, self.d.paths.bundle(c.id))
+        if found in (RuntimeStatus.RUNNING, RuntimeStatus.PAUSED, RuntimeStatus.CREATED):
+            with contextlib.suppress(DockyardError):
+                await self.d.runtime.kill(c.id, signals.SIGKILL)
+            with contextlib.suppress(TimeoutError, DockyardError):
+                await asyncio.wait_for(self.d.runtime.wait(c.id), 10)
+        await self._quietly(self.d.runtime.delete(c.id))
+        await self._quietly(self.d.rootfs.unmount(c.id))
 
     def _restart_at_boot(self, c: Container) -> bool:
         name = (c.host_config.get("RestartPolicy") or {}).get("Name") or "no"
