@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import signal as signals
 import time
 from collections.abc import Awaitable, Callable
@@ -141,7 +142,7 @@ class Lifecycle:
     async def _on_exit(self, c: Container, status: ExitStatus) -> None:
         ran_for = status.finished_at - c.state.started_at
         # Clean up before the state says "exited": a client that sees it may remove the container at once.
-        await asyncio.gather(self._quietly(self.d.runtime.delete(c.id)), self._quietly(self.d.rootfs.unmount(c.id)))
+        await asyncio.gather(self._quietly(self._delete_runtime_state(c)), self._quietly(self.d.rootfs.unmount(c.id)))
         c.state.status = st.EXITED
         c.state.pid = 0
         c.state.exit_code = status.exit_code
@@ -154,6 +155,11 @@ class Lifecycle:
             self._schedule_restart(c, ran_for)
         elif c.host_config.get("AutoRemove"):
             await self._auto_remove(c)
+
+    async def _delete_runtime_state(self, c: Container) -> None:
+        """Runtime state and bundle go together: a bundle on disk means the runtime may know the container."""
+        await self.d.runtime.delete(c.id)
+        await asyncio.to_thread(shutil.rmtree, self.d.paths.bundle(c.id), True)
 
     @staticmethod
     async def _quietly(step: Awaitable[None]) -> None:
