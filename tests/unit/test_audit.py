@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import subprocess
 import sys
@@ -35,7 +36,7 @@ def test_chain_starts_at_genesis_and_links_each_line(tmp_path: Path) -> None:
     lines = path.read_bytes().splitlines()
     assert len(lines) == 20
     assert json.loads(lines[0])["prev"] == GENESIS
-    for before, line in zip(lines, lines[1:], strict=False):
+    for before, line in itertools.pairwise(lines):
         assert json.loads(line)["prev"] == line_hash(before)
     assert verify(path).ok
 
@@ -69,7 +70,7 @@ def test_rotation_keeps_the_chain_across_files(tmp_path: Path) -> None:
 def _tamper(path: Path, how: str) -> None:
     lines = path.read_bytes().splitlines(keepends=True)
     if how == "edit":
-        lines[4] = lines[4].replace(b'xxxx', b'xxxy', 1)
+        lines[4] = lines[4].replace(b"xxxx", b"xxxy", 1)
     elif how == "delete":
         del lines[4]
     elif how == "reorder":

@@ -8,7 +8,13 @@ import pytest
 
 from dockyard.security.identity import Identity
 from dockyard.security.operations import SPEC_OPERATIONS
-from dockyard.security.policy import CONTAINER_DATA, PolicyError, load_policy, parse_policy, read_only_operations
+from dockyard.security.policy import (
+    CONTAINER_DATA,
+    PolicyError,
+    load_policy,
+    parse_policy,
+    read_only_operations,
+)
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "policies" / "team.toml"
 ALICE = Identity("unix", uid=1000, gid=1000, pid=4242, user="alice", group="alice", groups=("monitoring",))
@@ -32,14 +38,20 @@ def test_example_policy_loads() -> None:
     [
         ({"mode": "loose"}, "mode must be one of"),
         ({"colour": 1}, "unknown key(s) colour"),
-        ({"rules": [{"name": "a", "match": {"uids": [1]}, "allow": ["ContainerCreat"]}]}, "unknown operation"),
+        (
+            {"rules": [{"name": "a", "match": {"uids": [1]}, "allow": ["ContainerCreat"]}]},
+            "unknown operation",
+        ),
         ({"rules": [{"name": "a", "match": {"uids": [1]}, "alow": []}]}, "unknown key(s) alow"),
         ({"rules": [{"name": "a", "match": {"uid": [1]}}]}, "unknown key(s) uid"),
         ({"rules": [{"name": "a", "match": {}}]}, "matches nobody"),
         ({"rules": [{"name": "a"}]}, "match is required"),
         ({"rules": [{"match": {"uids": [1]}}]}, "name is required"),
         ({"rules": [{"name": "a", "match": {"uids": ["1"]}}]}, "uids must be an array of integers"),
-        ({"rules": [{"name": "a", "match": {"uids": [1]}, "create": {"privileged": False}}]}, "unknown key(s)"),
+        (
+            {"rules": [{"name": "a", "match": {"uids": [1]}, "create": {"privileged": False}}]},
+            "unknown key(s)",
+        ),
         ({"rules": [{"name": "a", "match": {"uids": [1]}, "create": {"bind_roots": ["srv"]}}]}, "absolute"),
         ({"rules": [{"name": "a", "match": {"uids": [1]}, "limits": {"burst": -1}}]}, "burst must be"),
         ({"rules": [{"name": "a", "match": {"uids": [1]}}, {"name": "a", "match": {"uids": [2]}}]}, "twice"),
@@ -55,7 +67,7 @@ def test_invalid_policies_are_refused_with_a_clear_message(doc: dict[str, object
 def test_toml_syntax_error_names_the_file(tmp_path: Path) -> None:
     bad = tmp_path / "p.toml"
     bad.write_text("mode = \n")
-    with pytest.raises(PolicyError, match="p.toml"):
+    with pytest.raises(PolicyError, match=r"p\.toml"):
         load_policy(bad)
 
 
@@ -104,10 +116,12 @@ def test_ci_rule_confines_to_own_objects() -> None:
 
 
 def test_tls_identity_matches_cn_and_fingerprint() -> None:
-    p = policy([
-        {"name": "by-fp", "match": {"cert_fingerprints": ["abcdef"]}, "allow": ["SystemInfo"]},
-        {"name": "by-cn", "match": {"cert_cns": ["builder"]}, "allow": ["*"]},
-    ])
+    p = policy(
+        [
+            {"name": "by-fp", "match": {"cert_fingerprints": ["abcdef"]}, "allow": ["SystemInfo"]},
+            {"name": "by-cn", "match": {"cert_cns": ["builder"]}, "allow": ["*"]},
+        ]
+    )
     d = p.decide(TLS, "SystemInfo")  # type: ignore[attr-defined]
     assert d.allowed and d.rule == "by-fp"
     d = p.decide(Identity("tls", cert_cn="builder"), "ContainerCreate", {})  # type: ignore[attr-defined]

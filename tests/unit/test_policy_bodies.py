@@ -78,12 +78,22 @@ DENIED: list[tuple[str, bytes, str]] = [
     ("privileged", _hc(Privileged=True), "privileged"),
     ("privileged as string", _hc(Privileged="true"), "privileged"),
     ("privileged as 1", _hc(Privileged=1), "privileged"),
-    ("duplicate key, last wins", b'{"Image":"busybox","HostConfig":{"Privileged":false,"Privileged":true}}',
-     "privileged"),
-    ("duplicate HostConfig", b'{"Image":"busybox","HostConfig":{},"HostConfig":{"Privileged":true}}', "privileged"),
+    (
+        "duplicate key, last wins",
+        b'{"Image":"busybox","HostConfig":{"Privileged":false,"Privileged":true}}',
+        "privileged",
+    ),
+    (
+        "duplicate HostConfig",
+        b'{"Image":"busybox","HostConfig":{},"HostConfig":{"Privileged":true}}',
+        "privileged",
+    ),
     ("lower-case key", b'{"Image":"busybox","HostConfig":{"privileged":true}}', "privileged"),
-    ("utf-16 body", json.dumps({"Image": "busybox", "HostConfig": {"Privileged": True}}).encode("utf-16"),
-     "privileged"),
+    (
+        "utf-16 body",
+        json.dumps({"Image": "busybox", "HostConfig": {"Privileged": True}}).encode("utf-16"),
+        "privileged",
+    ),
     ("unicode escape in key", b'{"Image":"busybox","HostConfig":{"Privil\\u0065ged":true}}', "privileged"),
     ("bind /etc", _hc(Binds=["/etc:/x"]), "bind mount of /etc"),
     ("bind /etc read-only", _hc(Binds=["/etc:/x:ro"]), "bind mount of /etc"),
@@ -91,8 +101,12 @@ DENIED: list[tuple[str, bytes, str]] = [
     ("symlinked escape", _hc(Binds=["{root}/escape:/x"]), "bind mount of"),
     ("mount bind", _hc(Mounts=[{"Type": "bind", "Source": "/etc", "Target": "/x"}]), "bind mount of /etc"),
     ("mount BIND", _hc(Mounts=[{"Type": "BIND", "Source": "/", "Target": "/x"}]), "bind mount of /"),
-    ("mount type twice", b'{"Image":"busybox","HostConfig":{"Mounts":[{"Type":"volume","type":"bind",'
-     b'"Source":"/etc","Target":"/x"}]}}', "exactly one Type"),
+    (
+        "mount type twice",
+        b'{"Image":"busybox","HostConfig":{"Mounts":[{"Type":"volume","type":"bind",'
+        b'"Source":"/etc","Target":"/x"}]}}',
+        "exactly one Type",
+    ),
     ("mount npipe", _hc(Mounts=[{"Type": "npipe", "Source": "/x", "Target": "/x"}]), "not allowed"),
     ("network host", _hc(NetworkMode="host"), "NetworkMode"),
     ("pid host", _hc(PidMode="host"), "PidMode"),
@@ -129,7 +143,9 @@ def test_hostile_create_bodies_are_denied(
 
 
 @pytest.mark.parametrize(
-    "body", [b'{"Image":"busybox"', b"\xff\xfe\x00", b"[" * 100_000 + b"]" * 100_000], ids=["cut", "bytes", "deep"]
+    "body",
+    [b'{"Image":"busybox"', b"\xff\xfe\x00", b"[" * 100_000 + b"]" * 100_000],
+    ids=["cut", "bytes", "deep"],
 )
 def test_unparseable_bodies_are_bad_requests(authz: AuthzMiddleware, body: bytes) -> None:
     with pytest.raises(InvalidParameter, match="invalid JSON"):
@@ -139,7 +155,9 @@ def test_unparseable_bodies_are_bad_requests(authz: AuthzMiddleware, body: bytes
 ALLOWED = [
     _hc(Privileged=False, CapAdd=["chown"], NetworkMode="bridge", PidMode=""),
     _hc(Binds=["{root}/data:/d:ro", "named:/v"]),
-    _hc(Mounts=[{"Type": "volume", "Target": "/v"}, {"Type": "bind", "Source": "{root}/data", "Target": "/d"}]),
+    _hc(
+        Mounts=[{"Type": "volume", "Target": "/v"}, {"Type": "bind", "Source": "{root}/data", "Target": "/d"}]
+    ),
     json.dumps({"Image": "docker.io/library/busybox:latest", "Labels": {"dockyard.owner": "uid:0"}}).encode(),
 ]
 
@@ -152,11 +170,15 @@ def test_allowed_bodies_pass_and_the_engine_sees_the_checked_object(
     _run(authz, req)
     seen = json_body(req)  # what the create handler will parse
     assert seen["Labels"]["dockyard.owner"] == "uid:1001"  # stamped, and a forged owner overwritten
-    assert seen.get("HostConfig") == json.loads(body.replace(b"{root}", str(roots).encode())).get("HostConfig")
+    assert seen.get("HostConfig") == json.loads(body.replace(b"{root}", str(roots).encode())).get(
+        "HostConfig"
+    )
 
 
 def test_duplicate_keys_collapse_before_the_engine_parses(authz: AuthzMiddleware) -> None:
-    req = _request(b'{"Image":"alpine","Image":"busybox","HostConfig":{"Privileged":true,"Privileged":false}}')
+    req = _request(
+        b'{"Image":"alpine","Image":"busybox","HostConfig":{"Privileged":true,"Privileged":false}}'
+    )
     _run(authz, req)
     assert req.body.count(b"Image") == 1 and req.body.count(b"Privileged") == 1
     assert json_body(req)["HostConfig"] == {"Privileged": False}

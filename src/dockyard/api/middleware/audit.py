@@ -32,9 +32,15 @@ def caller(who: Identity) -> dict[str, Any]:
     return {"transport": who.transport, "uid": who.uid, "gid": who.gid, "pid": who.pid, "user": who.user}
 
 
+_second: list[Any] = [-1, ""]  # the formatted second, cached: strftime per call costs more than the rest
+
+
 def _now() -> str:
     t = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int((t % 1) * 1e6):06d}Z"
+    whole = int(t)
+    if whole != _second[0]:
+        _second[0], _second[1] = whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+    return f"{_second[1]}.{int((t - whole) * 1e6):06d}Z"
 
 
 def is_mutating(method: str, route: Route | None) -> bool:
@@ -50,6 +56,8 @@ class AuditMiddleware:
         self.authz = authz
         if authz is not None:
             authz.keep_decisions = True
+        self._last_who: Identity | None = None
+        self._last_caller: dict[str, Any] = {}
 
     async def before(self, req: Request, route: Route) -> None:
         """Write the ``start`` record of a mutating call and wait for it; 503 when it cannot be written."""
@@ -84,14 +92,18 @@ class AuditMiddleware:
         entry["duration_ms"] = round((time.monotonic() - started) * 1000, 3)
         self.audit.record(entry)
 
-    @staticmethod
-    def _entry(req: Request, route: Route | None, phase: str) -> dict[str, Any]:
+    def _caller(self, who: Identity) -> dict[str, Any]:
+        if who is not self._last_who:  # one identity per connection: keep-alive callers hit this cache
+            self._last_who, self._last_caller = who, caller(who)
+        return self._last_caller
+
+    def _entry(self, req: Request, route: Route | None, phase: str) -> dict[str, Any]:
         params = req.params
         return {
             "time": _now(),
             "request_id": req.request_id,
             "phase": phase,
-            "caller": caller(req.identity),
+            "caller": self._caller(req.identity),
             "method": req.method,
             "path": req.path,
             "operation": route.operation if route is not None else None,
