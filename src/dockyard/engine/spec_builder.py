@@ -84,7 +84,7 @@ def build_container_spec(c: Container, rootfs: Path, paths: ContainerPaths) -> d
 
 
 def _capabilities(hc: dict[str, Any], privileged: bool) -> list[str]:
-    # "All" means all that the daemon holds, for --privileged and --cap-add ALL alike (moby's GetAllCapabilities).
+    # "All" is all that the daemon holds, for --privileged and --cap-add ALL (moby's GetAllCapabilities).
     if privileged:
         return held_capabilities()
     add = hc.get("CapAdd") or ()
