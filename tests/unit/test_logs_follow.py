@@ -9,7 +9,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
-from test_logs_reader import BASE, line
+from tests.unit.test_logs_reader import BASE, line
 
 from dockyard.logs.follow import follow_logs
 from dockyard.logs.records import LogRecord

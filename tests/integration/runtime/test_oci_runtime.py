@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from runtime_harness import Harness, make_runtime
+from tests.integration.runtime.runtime_harness import Harness, make_runtime
 
 from dockyard.errors import NotFound, SystemFailure
 from dockyard.runtime.base import AttachStream, RuntimeStatus

@@ -7,7 +7,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from store_tar_helpers import chunks, d, f, make_tar
+from tests.integration.store.store_tar_helpers import chunks, d, f, make_tar
 
 from dockyard.engine.filters import Filters, parse_filters
 from dockyard.engine.images import ImageService

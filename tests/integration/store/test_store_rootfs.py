@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from store_tar_helpers import d, f, imp, make_tar
+from tests.integration.store.store_tar_helpers import d, f, imp, make_tar
 
 from dockyard.store.db import Database
 from dockyard.store.layers import LayerStore
