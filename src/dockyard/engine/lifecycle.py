@@ -41,6 +41,26 @@ class LifecycleDeps:
     runtime: Runtime
 
 
+def classify_start_failure(command: str, message: str) -> tuple[int, str]:
+    """Exit code and message of a failed start, in Docker's (runc's) words whatever the runtime said.
+
+    The docker CLI picks its own exit status from the text (127 for "executable file not found" or "no such
+    file or directory", 126 for "permission denied"), and crun words these errors differently.
+    """
+    lowered = message.lower()
+    if "not found" in lowered or "no such file or directory" in lowered:
+        if "executable file" in lowered or f'"{command}"' in message or f"`{command}`" in message:
+            return 127, (
+                f'OCI runtime create failed: unable to start container process: exec: "{command}": '
+                "executable file not found in $PATH"
+            )
+        return 127, f"OCI runtime create failed: {message}: no such file or directory"
+    denied = "permission denied" in lowered or "is a directory" in lowered
+    if denied or ("operation not permitted" in lowered and "executable" in lowered):
+        return 126, f'OCI runtime create failed: unable to start container process: exec: "{command}": permission denied'
+    return 128, message
+
+
 class Lifecycle:
     """The running side of containers."""
 
@@ -96,12 +116,7 @@ class Lifecycle:
 
     async def _failed_start(self, c: Container, exc: DockyardError) -> DockyardError:
         """Record the failure; Docker sets 127/126 for a missing or non-executable command (a client error)."""
-        text = exc.message
-        code = 128
-        if "executable file not found" in text or "no such file or directory" in text:
-            code = 127
-        elif "permission denied" in text:
-            code = 126
+        code, text = classify_start_failure(c.path, exc.message)
         c.state.status = st.EXITED if c.has_run else st.CREATED
         c.state.exit_code = code
         c.state.error = text
