@@ -75,8 +75,9 @@ class Router:
 class Middleware(Protocol):
     """A stage around every routed request (authorization, audit)."""
 
-    async def before(self, req: Request, route: Route) -> None:
-        """Raise a DockyardError to refuse the request."""
+    def before(self, req: Request, route: Route | None) -> Awaitable[None] | None:
+        """Raise a DockyardError to refuse the request; return an awaitable only when the stage must wait
+        (most requests pass every stage without one, and are then answered without a task)."""
         ...
 
     def after(self, req: Request, route: Route | None, status: int, nbytes: int, started: float) -> None:
@@ -119,43 +120,49 @@ class App:
         return bool(req.route.stream_body)
 
     def handle(self, req: Request) -> Response | Awaitable[Response | None]:
-        """Run one request through the pipeline."""
+        """Run one request through the pipeline: inline while nothing needs to wait, as a task from there."""
         req.request_id = "%x" % next(self._ids)
         route: Route | None = req.route
-        if route is None or self.middleware or route.is_async:
-            return self._handle_async(req, route)
         started = time.monotonic()
         try:
-            version.check(req.version)
-            resp = route.handler(req)
-            if not isinstance(resp, Response):  # a plain handler that chose to go asynchronous
-                return self._finish_async(req, route, resp, started)
+            for index, stage in enumerate(self.middleware):
+                pending = stage.before(req, route)
+                if pending is not None:
+                    return self._guarded(req, route, started, self._rest(req, route, pending, index + 1))
+            result = self._call_handler(req, route)
+            if not isinstance(result, Response):
+                return self._guarded(req, route, started, result)
+            resp = result
         except Exception as exc:
             resp = error_response(exc, req.request_id)
         self._after(req, route, resp.status, len(resp.body), started)
         return resp
 
-    async def _finish_async(
-        self, req: Request, route: Route, pending: Awaitable[Response], started: float
-    ) -> Response:
-        try:
-            resp = await pending
-        except Exception as exc:
-            resp = error_response(exc, req.request_id)
-        self._after(req, route, resp.status, len(resp.body), started)
-        return resp
+    def _call_handler(self, req: Request, route: Route | None) -> Response | Awaitable[Response | None]:
+        if route is None:
+            return _NOT_FOUND
+        version.check(req.version)
+        result: Response | Awaitable[Response | None] = route.handler(req)
+        return result
 
-    async def _handle_async(self, req: Request, route: Route | None) -> Response | None:
-        started = time.monotonic()
+    async def _rest(
+        self, req: Request, route: Route | None, pending: Awaitable[None], next_stage: int
+    ) -> Response | None:
+        """The stages after one that had to wait, then the handler."""
+        await pending
+        for stage in self.middleware[next_stage:]:
+            waiting = stage.before(req, route)
+            if waiting is not None:
+                await waiting
+        result = self._call_handler(req, route)
+        return result if isinstance(result, Response) else await result
+
+    async def _guarded(
+        self, req: Request, route: Route | None, started: float, work: Awaitable[Response | None]
+    ) -> Response | None:
+        """Await the rest of a request, turning errors into responses (or a closed connection once streaming)."""
         try:
-            for stage in self.middleware:
-                await stage.before(req, route)  # type: ignore[arg-type]
-            if route is None:
-                resp = _NOT_FOUND
-            else:
-                version.check(req.version)
-                result = route.handler(req)
-                resp = result if isinstance(result, Response) else await result
+            resp = await work
         except ClientGone:
             self._after(req, route, 499, 0, started)
             return None

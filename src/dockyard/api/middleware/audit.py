@@ -10,6 +10,7 @@ buffered, and while the disk is failing they continue (and are dropped, counted,
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 from dockyard.api.app import Route
@@ -59,10 +60,13 @@ class AuditMiddleware:
         self._last_who: Identity | None = None
         self._last_caller: dict[str, Any] = {}
 
-    async def before(self, req: Request, route: Route) -> None:
-        """Write the ``start`` record of a mutating call and wait for it; 503 when it cannot be written."""
+    def before(self, req: Request, route: Route | None) -> Awaitable[None] | None:
+        """For a mutating call, the wait until its ``start`` record is on disk (503 when it cannot be)."""
         if not is_mutating(req.method, route):
-            return
+            return None
+        return self._durable_start(req, route)
+
+    async def _durable_start(self, req: Request, route: Route | None) -> None:
         op = route.operation if route is not None else ""
         if self.audit.failure is not None:
             raise Unavailable(f"audit log unavailable ({self.audit.failure}): refusing {op or req.method} "

@@ -69,8 +69,8 @@ class AuthzMiddleware:
         """The decision made for a request (removed: call once, after the request)."""
         return self._decisions.pop(req, None)
 
-    async def before(self, req: Request, route: Route) -> None:
-        """Decide; raise Forbidden, TooManyRequests or NotFound to refuse."""
+    def before(self, req: Request, route: Route | None) -> None:
+        """Decide (synchronously: nothing here waits); raise Forbidden, TooManyRequests or NotFound to refuse."""
         if route is None:
             return
         op = route.operation
