@@ -1,10 +1,11 @@
 """A lean HTTP/1.1 server protocol on ``httptools`` (Node's llhttp parser).
 
-Why not aiohttp or an ASGI server: measured on this machine (DESIGN.md §5) aiohttp tops out at less than half
-of dockerd's ``/_ping`` throughput, and ASGI servers cannot hand over the raw connection that ``attach`` and
-``exec`` need (``Upgrade: tcp``). A small protocol on llhttp is both fast and in full control of the socket: it
-answers synchronous handlers inline (no task per request), streams chunked bodies with back-pressure, and after
-a hijack keeps the write side open when the client half-closes (``eof_received`` returns True).
+Why not aiohttp or an ASGI server: measured on this machine (DESIGN.md §5) aiohttp tops out at less than
+half of dockerd's ``/_ping`` throughput, and ASGI servers cannot hand over the raw connection that ``attach``
+and ``exec`` need (``Upgrade: tcp``). A small protocol on llhttp is both fast and in full control of the
+socket: it answers synchronous handlers inline (no task per request), streams chunked bodies with
+back-pressure, and after a hijack keeps the write side open when the client half-closes (``eof_received``
+returns True).
 
 This module knows HTTP framing only; routing, versions and errors live in :mod:`dockyard.api.app`.
 """
@@ -15,6 +16,7 @@ import asyncio
 import collections
 import email.utils
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -23,6 +25,8 @@ from urllib.parse import parse_qs
 import httptools
 
 from dockyard.security.identity import Identity
+
+log = logging.getLogger("dockyard.api")
 
 MAX_HEADER_BYTES = 64 * 1024
 MAX_HEADERS = 200
@@ -83,6 +87,7 @@ class Request:
         "body_stream",
         "conn",
         "headers",
+        "keep_alive",
         "method",
         "params",
         "path",
@@ -103,6 +108,7 @@ class Request:
         self.headers = headers
         self.body = b""
         self.body_stream: asyncio.StreamReader | None = None
+        self.keep_alive = True
         self.params: dict[str, str] = {}
         self.version = ""
         self.request_id = ""
@@ -132,7 +138,10 @@ class Request:
         return self.conn.closed
 
     async def start_stream(
-        self, status: int = 200, content_type: str = "application/json", extra: list[tuple[str, str]] | None = None
+        self,
+        status: int = 200,
+        content_type: str = "application/json",
+        extra: list[tuple[str, str]] | None = None,
     ) -> StreamWriter:
         """Send the headers now (flushed at once) and return a writer for a chunked body."""
         return await self.conn.start_stream(status, content_type, extra or [])
@@ -252,18 +261,19 @@ class HttpConnection(asyncio.Protocol):
         self._paused_writing = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._keep_alive = True
+        self._head_only = False  # answering a HEAD: headers as for GET, no body
         self._upgraded = False
         self._upgrade_tail = b""
         self.streaming = False  # response headers are out: errors can no longer become a response
 
     # -- asyncio.Protocol ------------------------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # noqa: D102
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         self.identity = self.identify(transport)
         self._arm_timer(self._head_timeout)
 
-    def connection_lost(self, exc: Exception | None) -> None:  # noqa: D102
+    def connection_lost(self, exc: Exception | None) -> None:
         self._arm_timer(None)
         if not self.closed.done():
             self.closed.set_result(None)
@@ -273,14 +283,14 @@ class HttpConnection(asyncio.Protocol):
             self._current.body_stream.feed_eof()
         self._wake_drainers(ClientGone())
 
-    def pause_writing(self) -> None:  # noqa: D102
+    def pause_writing(self) -> None:
         self._paused_writing = True
 
-    def resume_writing(self) -> None:  # noqa: D102
+    def resume_writing(self) -> None:
         self._paused_writing = False
         self._wake_drainers(None)
 
-    def data_received(self, data: bytes) -> None:  # noqa: D102
+    def data_received(self, data: bytes) -> None:
         if self._raw is not None:
             self._raw.reader.feed_data(data)
             return
@@ -292,12 +302,18 @@ class HttpConnection(asyncio.Protocol):
         except httptools.HttpParserUpgrade as upgrade:
             self._upgraded = True
             self._upgrade_tail = data[upgrade.args[0] :]
+        except httptools.HttpParserCallbackError as exc:
+            # llhttp wraps what our callbacks raise; the limits travel as the wrapped exception
+            inner = exc.__context__
+            if isinstance(inner, _TooLarge):
+                self._reject(inner.status, inner.message)
+            else:
+                log.error("HTTP callback failed", exc_info=inner or exc)
+                self._reject(500, "internal error while reading the request")
         except httptools.HttpParserError as exc:
             self._reject(400, f"malformed HTTP request: {exc}")
-        except _TooLarge as exc:
-            self._reject(exc.status, exc.message)
 
-    def eof_received(self) -> bool:  # noqa: D102
+    def eof_received(self) -> bool:
         if self._raw is not None:
             # A hijacked client half-closes when its stdin ends; output must keep flowing.
             self._raw.reader.feed_eof()
@@ -307,7 +323,7 @@ class HttpConnection(asyncio.Protocol):
         return self._busy  # keep the write side open for a response in progress
 
     # -- httptools callbacks ---------------------------------------------------------------------------
-    def on_message_begin(self) -> None:  # noqa: D102
+    def on_message_begin(self) -> None:
         self._arm_timer(self._head_timeout)
         self._url = b""
         self._headers = {}
@@ -315,13 +331,13 @@ class HttpConnection(asyncio.Protocol):
         self._body_parts = []
         self._body_len = 0
 
-    def on_url(self, url: bytes) -> None:  # noqa: D102
+    def on_url(self, url: bytes) -> None:
         self._url += url
         self._header_bytes += len(url)
         if self._header_bytes > MAX_HEADER_BYTES:
             raise _TooLarge(431, "request URL or headers too large")
 
-    def on_header(self, name: bytes, value: bytes) -> None:  # noqa: D102
+    def on_header(self, name: bytes, value: bytes) -> None:
         self._header_bytes += len(name) + len(value)
         if self._header_bytes > MAX_HEADER_BYTES or len(self._headers) > MAX_HEADERS:
             raise _TooLarge(431, "request URL or headers too large")
@@ -329,10 +345,12 @@ class HttpConnection(asyncio.Protocol):
         text = value.decode("latin-1")
         self._headers[key] = f"{self._headers[key]}, {text}" if key in self._headers else text
 
-    def on_headers_complete(self) -> None:  # noqa: D102
+    def on_headers_complete(self) -> None:
         self._arm_timer(None)
         method = self._parser.get_method().decode("ascii", "replace")
         req = Request(self, method, self._url.decode("latin-1"), self._headers)
+        # Per request: a pipelined "Connection: close" must not cut the answers queued before it.
+        req.keep_alive = self._parser.should_keep_alive()
         self._current = req
         self._streamed = self.app.route(req)
         if self._streamed:
@@ -340,7 +358,7 @@ class HttpConnection(asyncio.Protocol):
             req.body_stream.set_transport(self.transport)
             self._enqueue(req)
 
-    def on_body(self, body: bytes) -> None:  # noqa: D102
+    def on_body(self, body: bytes) -> None:
         req = self._current
         assert req is not None
         if req.body_stream is not None:
@@ -351,10 +369,9 @@ class HttpConnection(asyncio.Protocol):
             raise _TooLarge(413, "request body too large")
         self._body_parts.append(body)
 
-    def on_message_complete(self) -> None:  # noqa: D102
+    def on_message_complete(self) -> None:
         req = self._current
         assert req is not None
-        self._keep_alive = self._parser.should_keep_alive()
         if req.body_stream is not None:
             req.body_stream.feed_eof()
             self._current = None
@@ -374,6 +391,8 @@ class HttpConnection(asyncio.Protocol):
 
     def _run(self, req: Request) -> None:
         self._busy = True
+        self._keep_alive = req.keep_alive
+        self._head_only = req.method == "HEAD"
         result = self.app.handle(req)
         if isinstance(result, Response):
             self.write_response(result)
@@ -437,12 +456,14 @@ class HttpConnection(asyncio.Protocol):
             if resp.status not in (204, 304):
                 headers.append(("Content-Length", str(len(resp.body))))
             resp.encoded_head = head = bytes(self._head(resp.status, headers, date=False))
-        if resp.status in (204, 304):
+        if resp.status in (204, 304) or self._head_only:
             self.transport.write(b"%b%b\r\n" % (head, _date_header()))
         else:
             self.transport.write(b"%b%b\r\n%b" % (head, _date_header(), resp.body))
 
-    async def start_stream(self, status: int, content_type: str, extra: list[tuple[str, str]]) -> StreamWriter:
+    async def start_stream(
+        self, status: int, content_type: str, extra: list[tuple[str, str]]
+    ) -> StreamWriter:
         """Send headers for a chunked body and return its writer."""
         self.streaming = True
         headers = [("Content-Type", content_type), ("Transfer-Encoding", "chunked"), *extra]
@@ -508,6 +529,7 @@ class HttpConnection(asyncio.Protocol):
 
     def _reject(self, status: int, message: str) -> None:
         body = b'{"message":%s}\n' % _json_str(message)
+        self._head_only = False
         self.write_response(Response(status, body))
         self.transport.close()
 
