@@ -134,8 +134,9 @@ class Request:
 
     @property
     def disconnected(self) -> asyncio.Future[None]:
-        """Resolves when the client's connection is gone."""
-        return self.conn.closed
+        """Resolves when the client's connection is gone or it stopped sending (as Go's server cancels a
+        request's context on the read side's EOF: a waiting handler must not outlive its client)."""
+        return self.conn.input_ended
 
     async def start_stream(
         self,
@@ -247,6 +248,7 @@ class HttpConnection(asyncio.Protocol):
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.identity: Identity = None  # type: ignore[assignment]
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.input_ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._parser = httptools.HttpRequestParser(self)
         self._url = b""
         self._headers: dict[str, str] = {}
@@ -277,6 +279,8 @@ class HttpConnection(asyncio.Protocol):
         self._arm_timer(None)
         if not self.closed.done():
             self.closed.set_result(None)
+        if not self.input_ended.done():
+            self.input_ended.set_result(None)
         if self._raw is not None:
             self._raw.reader.feed_eof()
         if self._current is not None and self._current.body_stream is not None:
@@ -320,6 +324,8 @@ class HttpConnection(asyncio.Protocol):
             return True
         if self._current is not None and self._current.body_stream is not None:
             self._current.body_stream.feed_eof()
+        if not self.input_ended.done():
+            self.input_ended.set_result(None)
         return self._busy  # keep the write side open for a response in progress
 
     # -- httptools callbacks ---------------------------------------------------------------------------
@@ -424,7 +430,7 @@ class HttpConnection(asyncio.Protocol):
     def _finish(self) -> None:
         self._busy = False
         self.streaming = False
-        if not self._keep_alive:
+        if not self._keep_alive or (self.input_ended.done() and not self._pending):
             self.transport.close()
             return
         if self._pending:
