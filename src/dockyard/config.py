@@ -142,7 +142,24 @@ def validate(cfg: DaemonConfig) -> DaemonConfig:
             )
     if cfg.log_level not in ("debug", "info", "warn", "error", "fatal"):
         raise ConfigError(f"invalid log level {cfg.log_level!r}")
+    if cfg.tls or cfg.tlsverify:
+        _validate_tls_files(cfg)
     return cfg
+
+
+def _validate_tls_files(cfg: DaemonConfig) -> None:
+    """Each TLS file must be named and readable, so a typo fails the start with its name, not an SSL error."""
+    needed = {"--tlscert": cfg.tlscert, "--tlskey": cfg.tlskey}
+    if cfg.tlsverify:
+        needed["--tlscacert"] = cfg.tlscacert
+    for flag, path in needed.items():
+        if path is None:
+            raise ConfigError(f"{flag} is required with --tls/--tlsverify")
+        try:
+            with path.open("rb"):
+                pass
+        except OSError as exc:
+            raise ConfigError(f"could not read {flag} file {str(path)!r}: {exc.strerror}") from None
 
 
 def log_level(cfg: DaemonConfig) -> int:

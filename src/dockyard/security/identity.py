@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import grp
+import hashlib
 import pwd
 import socket
 import struct
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -86,3 +88,35 @@ def _process_groups(pid: int) -> tuple[str, ...]:
     except OSError:
         pass
     return ()
+
+
+def tls_peer_identity(transport: asyncio.BaseTransport) -> Identity:
+    """Identity from the client certificate OpenSSL verified during the handshake.
+
+    Only the certificate is trusted (subject CN, subjectAltNames, SHA-256 of its DER form), never what the
+    client sends over HTTP. Without a verified certificate (``--tls`` alone) the identity is anonymous.
+    """
+    sslobj = transport.get_extra_info("ssl_object")
+    if sslobj is None:
+        return Identity(transport="tls")
+    der = sslobj.getpeercert(binary_form=True)
+    cert = sslobj.getpeercert() or {}
+    return Identity(
+        transport="tls",
+        cert_cn=_subject_cn(cert.get("subject", ())),
+        cert_sans=tuple(
+            f"{_SAN_KIND.get(kind, kind)}:{value}" for kind, value in cert.get("subjectAltName", ())
+        ),
+        cert_fingerprint=hashlib.sha256(der).hexdigest() if der else None,
+    )
+
+
+_SAN_KIND = {"IP Address": "IP"}
+
+
+def _subject_cn(subject: Any) -> str | None:
+    for rdn in subject:
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return None
