@@ -329,13 +329,17 @@ def test_disconnects_mid_stream_leak_nothing(fresh_daemon: Daemon, unique_name: 
         "-c",
         "while true; do echo tick; sleep 0.02; done",
     )
+    silent = unique_name + "-quiet"  # a follower of a container that prints nothing more must end too
+    d.cli("run", "-d", "--name", silent, "busybox", "sh", "-c", "echo tick; exec sleep 600")
     assert d.proc is not None
     pid = d.proc.pid
     for client in (_logs_follow, _attach, _wait):  # warm up: lazily opened files, caches
         client(d, unique_name)
+    _logs_follow(d, silent)
     baseline = settled_fd_count(pid, 0, timeout=1)
     for _ in range(50):
         _logs_follow(d, unique_name)
+        _logs_follow(d, silent)
         _attach(d, unique_name)
         _wait(d, unique_name)
     after = settled_fd_count(pid, baseline + 2)

@@ -193,6 +193,11 @@ class StreamWriter:
         conn.transport.write(b"%x\r\n%b\r\n" % (len(data), data))
         await conn.drain()
 
+    @property
+    def gone(self) -> asyncio.Future[None]:
+        """Resolves when the client left (closed, or stopped sending)."""
+        return self._conn.input_ended
+
     async def end(self) -> None:
         """Terminate the body; the connection goes on with the next request."""
         if self._done:

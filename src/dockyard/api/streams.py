@@ -40,12 +40,20 @@ def encode(tty: bool, stream: int, data: bytes) -> bytes:
 async def write_logs(
     out: StreamWriter, records: AsyncIterator[LogRecord], tty: bool, timestamps: bool, follow: bool
 ) -> None:
-    """Stream log records: each at once when following, else in writes of about 64 KiB."""
+    """Stream log records: each at once when following, else in writes of about 64 KiB.
+
+    A follower of a silent container would otherwise notice its client's departure only at the next write:
+    each record is raced against the client going away, so the handler (and its log file and inotify
+    descriptors) ends with the connection.
+    """
     flush_at = 1 if follow else 65536
     batch: list[bytes] = []
     size = 0
     async with contextlib.aclosing(records) as it:  # type: ignore[type-var]
-        async for rec in it:
+        while True:
+            rec = await _next_record(it, out.gone) if follow else await anext(it, None)
+            if rec is None:
+                break
             data = rec.data
             if timestamps:
                 data = docker_timestamp(rec).encode() + b" " + data
@@ -58,7 +66,22 @@ async def write_logs(
             await out.write(b"".join(batch))
 
 
-async def pump_attach(raw: RawStream, stdio: AttachStream, tty: bool, with_stdin: bool, stdin_once: bool) -> None:
+async def _next_record(it: AsyncIterator[LogRecord], gone: asyncio.Future[None]) -> LogRecord | None:
+    """The next record, None at the end; raises ClientGone when the client leaves first."""
+    nxt = asyncio.ensure_future(anext(it, None))
+    waiters: set[asyncio.Future[Any]] = {nxt, gone}
+    done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    if nxt in done:
+        return nxt.result()
+    nxt.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await nxt
+    raise ClientGone()
+
+
+async def pump_attach(
+    raw: RawStream, stdio: AttachStream, tty: bool, with_stdin: bool, stdin_once: bool
+) -> None:
     """Copy container output to the client and client input to the container until the output ends."""
     feeder = asyncio.ensure_future(_feed_stdin(raw, stdio, stdin_once)) if with_stdin else None
     try:
