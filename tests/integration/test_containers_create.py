@@ -1,4 +1,4 @@
-"""Container create through the real docker CLI and the SDK: config merged with the image, validation texts."""
+"""Container create via the real docker CLI and the SDK: config merged with the image, validation texts."""
 
 from __future__ import annotations
 
@@ -228,7 +228,9 @@ def test_run_rm_returns_after_removal(daemon: Daemon, unique_name: str) -> None:
 
 
 def test_run_rm_failed_start_is_removed(daemon: Daemon, unique_name: str) -> None:
-    proc = daemon.cli("run", "--rm", "--name", unique_name, "busybox", "/nonexistent", check=False, timeout=20)
+    proc = daemon.cli(
+        "run", "--rm", "--name", unique_name, "busybox", "/nonexistent", check=False, timeout=20
+    )
     assert proc.returncode == 127
     assert unique_name not in [c.name for c in daemon.client.containers.list(all=True)]
 
@@ -236,19 +238,21 @@ def test_run_rm_failed_start_is_removed(daemon: Daemon, unique_name: str) -> Non
 @pytest.mark.parametrize(
     ("policy", "text"),
     [
-        ({"Name": "foo"}, "invalid restart policy: unknown policy 'foo'; use one of 'no', 'always', 'on-failure', "
-         "or 'unless-stopped'"),
+        ({"Name": "foo"}, "invalid restart policy: unknown policy 'foo'; use one of 'no', 'always', "
+         "'on-failure', or 'unless-stopped'"),
         ({"Name": "always", "MaximumRetryCount": 3},
          "invalid restart policy: maximum retry count can only be used with 'on-failure'"),
         ({"Name": "always", "MaximumRetryCount": -1},
-         "invalid restart policy: maximum retry count can only be used with 'on-failure' and cannot be negative"),
+         "invalid restart policy: maximum retry count can only be used with 'on-failure' "
+         "and cannot be negative"),
         ({"Name": "on-failure", "MaximumRetryCount": -1},
          "invalid restart policy: maximum retry count cannot be negative"),
     ],
 )  # fmt: skip
 def test_restart_policy_validation(daemon: Daemon, policy: dict[str, object], text: str) -> None:
     with pytest.raises(docker.errors.APIError) as err:
-        daemon.api.create_container("busybox", host_config=daemon.api.create_host_config(restart_policy=policy))
+        hc = daemon.api.create_host_config(restart_policy=policy)
+        daemon.api.create_container("busybox", host_config=hc)
     assert err.value.status_code == 400
     assert err.value.explanation == text
 

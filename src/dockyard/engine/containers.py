@@ -18,6 +18,7 @@ from dockyard.engine.filters import Filters
 from dockyard.engine.lifecycle import Lifecycle, LifecycleDeps
 from dockyard.engine.names import generate_name
 from dockyard.errors import Conflict, DockyardError, InvalidParameter, NotFound, NotModified
+from dockyard.store.rootfs import dir_size
 
 LIST_FILTERS = {
     "id", "name", "label", "status", "ancestor", "exited", "before", "since", "network", "volume", "health",
@@ -39,7 +40,9 @@ class ContainerService:
     def create(self, name: str | None, body: dict[str, Any]) -> dict[str, Any]:
         """Create a container from a ``ContainerCreate`` body; returns ``{"Id", "Warnings"}``."""
         req = parse_create(body)
-        full_name = validate_name(name) if name else generate_name(lambda n: self.repo.name_in_use(n) is not None)
+        full_name = (
+            validate_name(name) if name else generate_name(lambda n: self.repo.name_in_use(n) is not None)
+        )
         holder = self.repo.name_in_use(full_name)
         if holder is not None:
             raise Conflict(
@@ -88,7 +91,7 @@ class ContainerService:
         """A container by id, name or prefix."""
         return self.repo.get(ref)
 
-    def inspect(self, ref: str, size: bool = False) -> dict[str, Any]:
+    def inspect(self, ref: str) -> dict[str, Any]:
         """``ContainerInspect``."""
         c = self.repo.get(ref)
         graph = {
@@ -102,28 +105,46 @@ class ContainerService:
     def summaries(self, *, all: bool, limit: int | None, filters: Filters) -> list[dict[str, Any]]:
         """``docker ps`` rows, newest first."""
         filters.validate(LIST_FILTERS)
-        selected = [c for c in self.repo.all() if self._matches(c, filters, all)]
+        # Docker: a limit (``ps -n``) lists stopped containers too.
+        selected = [c for c in self.repo.all() if self._matches(c, filters, all or bool(limit and limit > 0))]
         selected = _before_since(selected, filters, self.repo)
         if limit is not None and limit > 0:
             selected = selected[:limit]
         now = time.time()
         return [views.summary(c, now) for c in selected]
 
+    async def inspect_sized(self, ref: str) -> dict[str, Any]:
+        """``ContainerInspect`` with ``size=1``: ``SizeRw`` and ``SizeRootFs`` filled in."""
+        doc = self.inspect(ref)
+        await self.sizes([doc])
+        return doc
+
     async def sizes(self, rows: list[dict[str, Any]]) -> None:
         """Fill ``SizeRw``/``SizeRootFs`` (``size=1``), measured off the event loop."""
+        image_sizes: dict[str, int] = {}
         for row in rows:
             with contextlib.suppress(DockyardError, OSError):
                 row["SizeRw"] = await self.d.rootfs.rw_size(row["Id"])
-                row["SizeRootFs"] = row["SizeRw"]
+                c = self.repo.get(row["Id"])
+                if c.image_id not in image_sizes:
+                    image_sizes[c.image_id] = await self._image_size(c)
+                row["SizeRootFs"] = row["SizeRw"] + image_sizes[c.image_id]
+
+    async def _image_size(self, c: Container) -> int:
+        """The image's share of the root filesystem (vfs copies the image into the writable layer)."""
+        if self.d.rootfs.driver != "overlay2" or not _image_known(self.d, c):
+            return 0
+        lowers = self.d.images.lower_dirs(c.image_id)
+        return sum([await asyncio.to_thread(dir_size, p) for p in lowers])
 
     def _matches(self, c: Container, f: Filters, all: bool) -> bool:
         statuses = f.get("status")
         for value in statuses:
             if value not in st.STATUSES:
                 raise InvalidParameter(f"invalid filter 'status={value}'")
-        if not all and not statuses and not f.contains("exited") and not c.state.running:
-            if c.state.status != st.RESTARTING:
-                return False
+        implicit_all = all or statuses or f.contains("exited")
+        if not implicit_all and not c.state.running and c.state.status != st.RESTARTING:
+            return False
         if statuses and c.state.status not in statuses:
             return False
         if f.contains("id") and not any(c.id.startswith(v) for v in f.get("id")):
@@ -160,7 +181,7 @@ class ContainerService:
             out[key] += 1
         return out
 
-    # -- rename / remove / prune -------------------------------------------------------------------------------
+    # -- rename / remove / prune ---------------------------------------------------------------------------
     async def rename(self, ref: str, new_name: str) -> None:
         """Give the container another name."""
         if not new_name:

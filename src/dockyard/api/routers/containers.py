@@ -25,13 +25,17 @@ def register(router: Router, containers: ContainerService, stdio: StdioService) 
 
     def container_list(req: Request) -> Response:
         rows = containers.summaries(
-            all=query_bool(req, "all"), limit=query_int(req, "limit"), filters=parse_filters(req.arg("filters"))
+            all=query_bool(req, "all"),
+            limit=query_int(req, "limit"),
+            filters=parse_filters(req.arg("filters")),
         )
         return json_response(rows)
 
     async def container_list_sized(req: Request) -> Response:
         rows = containers.summaries(
-            all=query_bool(req, "all"), limit=query_int(req, "limit"), filters=parse_filters(req.arg("filters"))
+            all=query_bool(req, "all"),
+            limit=query_int(req, "limit"),
+            filters=parse_filters(req.arg("filters")),
         )
         await containers.sizes(rows)
         return json_response(rows)
@@ -43,7 +47,13 @@ def register(router: Router, containers: ContainerService, stdio: StdioService) 
         return json_response(containers.create(req.arg("name"), json_body(req)), 201)
 
     def container_inspect(req: Request) -> Response:
-        return json_response(containers.inspect(req.params["id"], query_bool(req, "size")))
+        return json_response(containers.inspect(req.params["id"]))
+
+    async def container_inspect_sized(req: Request) -> Response:
+        return json_response(await containers.inspect_sized(req.params["id"]))
+
+    def container_inspect_route(req: Request) -> object:
+        return container_inspect_sized(req) if query_bool(req, "size") else container_inspect(req)
 
     async def container_start(req: Request) -> Response:
         await containers.start(req.params["id"])
@@ -74,7 +84,9 @@ def register(router: Router, containers: ContainerService, stdio: StdioService) 
         return NO_CONTENT
 
     async def container_delete(req: Request) -> Response:
-        await containers.remove(req.params["id"], force=query_bool(req, "force"), volumes=query_bool(req, "v"))
+        await containers.remove(
+            req.params["id"], force=query_bool(req, "force"), volumes=query_bool(req, "v")
+        )
         return NO_CONTENT
 
     async def container_prune(req: Request) -> Response:
@@ -122,7 +134,9 @@ def register(router: Router, containers: ContainerService, stdio: StdioService) 
         raw = req.hijack(streams.content_type(c.tty, req.version))
         try:
             if query_bool(req, "logs"):
-                _, records = stdio.logs(c.id, LogOptions(stdout=query_bool(req, "stdout"), stderr=query_bool(req, "stderr")))
+                _, records = stdio.logs(
+                    c.id, LogOptions(stdout=query_bool(req, "stdout"), stderr=query_bool(req, "stderr"))
+                )
                 async for rec in records:
                     raw.write(streams.encode(c.tty, rec.stream, rec.data))
             if not query_bool(req, "stream"):
@@ -139,7 +153,7 @@ def register(router: Router, containers: ContainerService, stdio: StdioService) 
     r("GET", "/containers/json", "ContainerList", container_list_route)
     r("POST", "/containers/create", "ContainerCreate", container_create)
     r("POST", "/containers/prune", "ContainerPrune", container_prune)
-    r("GET", "/containers/{id}/json", "ContainerInspect", container_inspect)
+    r("GET", "/containers/{id}/json", "ContainerInspect", container_inspect_route)
     r("GET", "/containers/{id}/top", "ContainerTop", container_top)
     r("GET", "/containers/{id}/logs", "ContainerLogs", container_logs)
     r("POST", "/containers/{id}/start", "ContainerStart", container_start)
