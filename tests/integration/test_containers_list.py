@@ -112,17 +112,17 @@ def test_filter_exited(daemon: Daemon, fleet: Fleet) -> None:
 
 def test_filter_ancestor(daemon: Daemon, fleet: Fleet) -> None:
     lbl = "label=" + fleet.label
-    assert ps(daemon, "-a", "--filter", lbl, "--filter", "ancestor=busybox") == [fleet.running, fleet.failed,
-                                                                                   fleet.ok]  # fmt: skip
+    every = [fleet.running, fleet.failed, fleet.ok]
+    assert ps(daemon, "-a", "--filter", lbl, "--filter", "ancestor=busybox") == every
     image_id = daemon.api.inspect_image("busybox")["Id"]
-    assert ps(daemon, "-a", "--filter", lbl, "--filter", "ancestor=" + image_id) == [fleet.running, fleet.failed,
-                                                                                       fleet.ok]  # fmt: skip
+    assert ps(daemon, "-a", "--filter", lbl, "--filter", "ancestor=" + image_id) == every
     assert ps(daemon, "-a", "--filter", lbl, "--filter", "ancestor=hello-world") == []
 
 
 def test_filter_before_since(daemon: Daemon, fleet: Fleet) -> None:
     lbl = "label=" + fleet.label
-    assert ps(daemon, "-a", "--filter", lbl, "--filter", "before=" + fleet.running) == [fleet.failed, fleet.ok]
+    before = ps(daemon, "-a", "--filter", lbl, "--filter", "before=" + fleet.running)
+    assert before == [fleet.failed, fleet.ok]
     assert ps(daemon, "-a", "--filter", lbl, "--filter", "since=" + fleet.ok) == [fleet.running, fleet.failed]
     assert ps(daemon, "--filter", lbl, "--filter", "since=" + fleet.ok) == [fleet.running]
 
