@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import secrets
 import shutil
 import signal as signals
@@ -52,6 +53,8 @@ class ContainerService:
         image_ref = req.config["Image"]
         image_id, image_config = self.d.images.resolve_config(image_ref)
         config = merge_image_config(req.config, image_config)
+        if req.host_config.get("NetworkMode") == "host" and not config.get("Hostname"):
+            config["Hostname"] = os.uname().nodename  # dockerd: a host-network container has the host's name
         path, args = command_of(config)
         c = Container(
             id=secrets.token_hex(32),
