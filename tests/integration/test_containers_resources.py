@@ -62,8 +62,8 @@ def test_cpus(daemon: Daemon, unique_name: str) -> None:
 def test_cpus_seen_inside(daemon: Daemon) -> None:
     if not V1:
         pytest.skip("cgroup v1 layout")
-    out = cat_in_container(daemon, "--cpus", "0.5", "busybox", "sh", "-c",
-                           "cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu/cpu.cfs_period_us")  # fmt: skip
+    files = "/sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu/cpu.cfs_period_us"
+    out = cat_in_container(daemon, "--cpus", "0.5", "busybox", "sh", "-c", "cat " + files)
     quota, period = (int(x) for x in out.split())
     assert quota / period == pytest.approx(0.5)
 
