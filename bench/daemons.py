@@ -149,7 +149,12 @@ def start_reference() -> tuple[Target, bool] | None:
     if not REFERENCE_SCRIPT.exists():
         return None
     was_running = ping(REFERENCE_SOCKET)
-    proc = subprocess.run([str(REFERENCE_SCRIPT)], capture_output=True, timeout=600, stdin=subprocess.DEVNULL)
+    # Own session: a Ctrl-C on the benchmark must not reach the dockerd the script leaves running, or the
+    # cleanup could not remove the containers made on it.
+    script = [str(REFERENCE_SCRIPT)]
+    proc = subprocess.run(
+        script, capture_output=True, timeout=600, stdin=subprocess.DEVNULL, start_new_session=True
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"{REFERENCE_SCRIPT} failed: {proc.stderr.decode(errors='replace')[-800:]}")
     return reference_target(REFERENCE_SOCKET), not was_running

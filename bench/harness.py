@@ -135,11 +135,20 @@ class Bench:
         t.api.request("DELETE", f"{API}/containers/{cid}{'?force=1' if force else ''}", expect=(204, 404))
         self.created.get(t.name, set()).discard(cid)
 
-    def cleanup(self, t: Target) -> int:
-        """Force-remove every container of this run on ``t`` (tracked ids and label matches)."""
+    def cleanup(self, t: Target, any_run: bool = False) -> int:
+        """Force-remove every container of this run on ``t`` (tracked ids and label matches).
+
+        Args:
+            t: The daemon.
+            any_run: Also remove containers left by earlier, interrupted runs (any ``dockyard.bench`` label).
+
+        Returns:
+            How many containers were removed.
+        """
         ids = set(self.created.get(t.name, set()))
         try:
-            flt = quote(f'{{"label":["{LABEL}={self.run_id}"]}}')
+            label = LABEL if any_run else f"{LABEL}={self.run_id}"
+            flt = quote(f'{{"label":["{label}"]}}')
             listed = t.api.json("GET", f"{API}/containers/json?all=1&filters={flt}", expect=(200,))
             ids |= {c["Id"] for c in listed}
         except Exception as exc:

@@ -116,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         ref, ref_started = _reference(a, b)
         if ref is not None and _check_image(b, ref):
             b.targets.append(ref)
+            stale = b.cleanup(ref, any_run=True)
+            if stale:
+                b.note(f"dockerd: removed {stale} containers left by an earlier interrupted benchmark")
         versions.update({t.name: _version(t) for t in b.targets})
         b.log(f"targets: {versions}; run id {b.run_id}")
         _measure(b)
@@ -126,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         b.log(f"benchmark could not run: {type(exc).__name__}: {exc}")
         status = 1
     finally:
+        # A second Ctrl-C must not leave containers, shims or mounts behind: cleanup runs to its end.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for t in b.targets:
             b.log(f"{t.name}: removed {b.cleanup(t)} leftover containers")
             t.api.close()
