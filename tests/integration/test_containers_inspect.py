@@ -131,3 +131,14 @@ def test_inspect_host_config_defaults(daemon: Daemon, unique_name: str) -> None:
     assert hc["RestartPolicy"] == {"Name": "no", "MaximumRetryCount": 0}
     assert hc["Memory"] == 0
     assert hc["AutoRemove"] is False
+    assert "/proc/kcore" in hc["MaskedPaths"]
+    assert "/proc/sys" in hc["ReadonlyPaths"]
+    endpoint = next(iter(daemon.api.inspect_container(unique_name)["NetworkSettings"]["Networks"].values()))
+    assert "DNSNames" in endpoint
+
+
+def test_privileged_has_no_masked_paths(daemon: Daemon, unique_name: str) -> None:
+    daemon.cli("create", "--name", unique_name, "--privileged", "busybox")
+    hc = daemon.api.inspect_container(unique_name)["HostConfig"]
+    assert hc["Privileged"] is True
+    assert not hc["MaskedPaths"]

@@ -9,28 +9,98 @@ from typing import Any
 from dockyard.engine import state as st
 from dockyard.engine.container import Container, ContainerPaths
 from dockyard.engine.create_config import parse_bind
+from dockyard.engine.ocispec import MASKED_PATHS, READONLY_PATHS
 from dockyard.engine.spec_builder import etc_paths
 
 _HOST_CONFIG_DEFAULTS: dict[str, Any] = {
-    "Binds": None, "ContainerIDFile": "", "NetworkMode": "default", "PortBindings": {},
-    "VolumeDriver": "", "VolumesFrom": None, "CapAdd": None, "CapDrop": None, "CgroupnsMode": "private",
-    "Dns": [], "DnsOptions": [], "DnsSearch": [], "ExtraHosts": None, "GroupAdd": None, "IpcMode": "private",
-    "Cgroup": "", "Links": None, "OomScoreAdj": 0, "PidMode": "", "Privileged": False, "PublishAllPorts": False,
-    "ReadonlyRootfs": False, "SecurityOpt": None, "UTSMode": "", "UsernsMode": "", "ShmSize": 67108864,
-    "ConsoleSize": [0, 0], "Isolation": "", "CpuShares": 0, "Memory": 0, "NanoCpus": 0, "CgroupParent": "",
-    "BlkioWeight": 0, "BlkioWeightDevice": [], "BlkioDeviceReadBps": [], "BlkioDeviceWriteBps": [],
-    "BlkioDeviceReadIOps": [], "BlkioDeviceWriteIOps": [], "CpuPeriod": 0, "CpuQuota": 0,
-    "CpuRealtimePeriod": 0, "CpuRealtimeRuntime": 0, "CpusetCpus": "", "CpusetMems": "", "Devices": [],
-    "DeviceCgroupRules": None, "DeviceRequests": None, "MemoryReservation": 0, "MemorySwap": 0,
-    "MemorySwappiness": None, "OomKillDisable": False, "PidsLimit": None, "Ulimits": [], "CpuCount": 0,
-    "CpuPercent": 0, "IOMaximumIOps": 0, "IOMaximumBandwidth": 0, "Mounts": [], "Tmpfs": {},
-}  # fmt: skip
+    "Binds": None,
+    "ContainerIDFile": "",
+    "NetworkMode": "default",
+    "PortBindings": {},
+    "VolumeDriver": "",
+    "VolumesFrom": None,
+    "CapAdd": None,
+    "CapDrop": None,
+    "CgroupnsMode": "private",
+    "Dns": [],
+    "DnsOptions": [],
+    "DnsSearch": [],
+    "ExtraHosts": None,
+    "GroupAdd": None,
+    "IpcMode": "private",
+    "Cgroup": "",
+    "Links": None,
+    "OomScoreAdj": 0,
+    "PidMode": "",
+    "Privileged": False,
+    "PublishAllPorts": False,
+    "ReadonlyRootfs": False,
+    "SecurityOpt": None,
+    "UTSMode": "",
+    "UsernsMode": "",
+    "ShmSize": 67108864,
+    "ConsoleSize": [0, 0],
+    "Isolation": "",
+    "CpuShares": 0,
+    "Memory": 0,
+    "NanoCpus": 0,
+    "CgroupParent": "",
+    "BlkioWeight": 0,
+    "BlkioWeightDevice": [],
+    "BlkioDeviceReadBps": [],
+    "BlkioDeviceWriteBps": [],
+    "BlkioDeviceReadIOps": [],
+    "BlkioDeviceWriteIOps": [],
+    "CpuPeriod": 0,
+    "CpuQuota": 0,
+    "CpuRealtimePeriod": 0,
+    "CpuRealtimeRuntime": 0,
+    "CpusetCpus": "",
+    "CpusetMems": "",
+    "Devices": [],
+    "DeviceCgroupRules": None,
+    "DeviceRequests": None,
+    "MemoryReservation": 0,
+    "MemorySwap": 0,
+    "MemorySwappiness": None,
+    "OomKillDisable": False,
+    "PidsLimit": None,
+    "Ulimits": [],
+    "CpuCount": 0,
+    "CpuPercent": 0,
+    "IOMaximumIOps": 0,
+    "IOMaximumBandwidth": 0,
+    "Mounts": [],
+    "Tmpfs": {},
+}
 
 _CONFIG_KEYS = (
-    "Hostname", "Domainname", "User", "AttachStdin", "AttachStdout", "AttachStderr", "ExposedPorts", "Tty",
-    "OpenStdin", "StdinOnce", "Env", "Cmd", "Image", "Volumes", "WorkingDir", "Entrypoint", "OnBuild", "Labels",
-    "StopSignal", "StopTimeout", "Healthcheck", "ArgsEscaped", "NetworkDisabled", "MacAddress", "Shell",
-)  # fmt: skip
+    "Hostname",
+    "Domainname",
+    "User",
+    "AttachStdin",
+    "AttachStdout",
+    "AttachStderr",
+    "ExposedPorts",
+    "Tty",
+    "OpenStdin",
+    "StdinOnce",
+    "Env",
+    "Cmd",
+    "Image",
+    "Volumes",
+    "WorkingDir",
+    "Entrypoint",
+    "OnBuild",
+    "Labels",
+    "StopSignal",
+    "StopTimeout",
+    "Healthcheck",
+    "ArgsEscaped",
+    "NetworkDisabled",
+    "MacAddress",
+    "Shell",
+)
 
 
 def state_doc(c: Container) -> dict[str, Any]:
@@ -58,6 +128,9 @@ def host_config_doc(c: Container, runtime: str) -> dict[str, Any]:
     doc.update({k: v for k, v in c.host_config.items() if v is not None or k == "PidsLimit"})
     doc["NetworkMode"] = c.host_config.get("NetworkMode") or "default"
     doc["Runtime"] = runtime
+    privileged = bool(c.host_config.get("Privileged"))
+    doc["MaskedPaths"] = None if privileged else list(MASKED_PATHS)
+    doc["ReadonlyPaths"] = None if privileged else list(READONLY_PATHS)
     if not doc.get("ShmSize"):
         doc["ShmSize"] = 67108864
     return doc
@@ -72,7 +145,9 @@ def config_doc(c: Container) -> dict[str, Any]:
     return cfg
 
 
-def inspect(c: Container, paths: ContainerPaths, runtime: str, graph_driver: dict[str, Any]) -> dict[str, Any]:
+def inspect(
+    c: Container, paths: ContainerPaths, runtime: str, graph_driver: dict[str, Any]
+) -> dict[str, Any]:
     """The full ``ContainerInspect`` document."""
     etc = etc_paths(c, paths)
     mode = c.host_config.get("NetworkMode") or "default"
@@ -101,20 +176,33 @@ def inspect(c: Container, paths: ContainerPaths, runtime: str, graph_driver: dic
         "Mounts": mounts_doc(c),
         "Config": config_doc(c),
         "NetworkSettings": {
-            "Bridge": "", "SandboxID": "", "HairpinMode": False, "LinkLocalIPv6Address": "",
-            "LinkLocalIPv6PrefixLen": 0, "Ports": {}, "SandboxKey": "", "SecondaryIPAddresses": None,
-            "SecondaryIPv6Addresses": None, "EndpointID": "", "Gateway": "", "GlobalIPv6Address": "",
-            "GlobalIPv6PrefixLen": 0, "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "", "MacAddress": "",
+            "Bridge": "",
+            "SandboxID": "",
+            "HairpinMode": False,
+            "LinkLocalIPv6Address": "",
+            "LinkLocalIPv6PrefixLen": 0,
+            "Ports": {},
+            "SandboxKey": "",
+            "SecondaryIPAddresses": None,
+            "SecondaryIPv6Addresses": None,
+            "EndpointID": "",
+            "Gateway": "",
+            "GlobalIPv6Address": "",
+            "GlobalIPv6PrefixLen": 0,
+            "IPAddress": "",
+            "IPPrefixLen": 0,
+            "IPv6Gateway": "",
+            "MacAddress": "",
             "Networks": {net_name: _endpoint()},
-        },  # fmt: skip
+        },
     }
 
 
 def _endpoint() -> dict[str, Any]:
     return {
         "IPAMConfig": None, "Links": None, "Aliases": None, "NetworkID": "", "EndpointID": "", "Gateway": "",
-        "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
-        "MacAddress": "", "DriverOpts": None,
+        "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "", "GlobalIPv6Address": "",
+        "GlobalIPv6PrefixLen": 0, "MacAddress": "", "DriverOpts": None, "DNSNames": None,
     }  # fmt: skip
 
 
