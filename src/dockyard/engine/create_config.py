@@ -71,8 +71,15 @@ def parse_create(body: Mapping[str, Any]) -> CreateRequest:
     config["Labels"] = _str_map(config.get("Labels"), "Labels")
     config["ExposedPorts"] = _typed(config.get("ExposedPorts"), dict, "ExposedPorts", None)
     config["Volumes"] = _typed(config.get("Volumes"), dict, "Volumes", None)
+    if config.get("StopTimeout") is not None:  # omitted when unset, as dockerd does
+        config["StopTimeout"] = _typed(config["StopTimeout"], int, "StopTimeout", None)
     if not config["Image"]:
         raise InvalidParameter("config.Image: must not be empty")
+    workdir = config["WorkingDir"]
+    if workdir and not workdir.startswith("/"):
+        raise InvalidParameter(
+            f"the working directory '{workdir}' is invalid, it needs to be an absolute path"
+        )
     host_config = _typed(body.get("HostConfig"), dict, "HostConfig", {})
     host_config = dict(host_config)
     for key in _HC_INT:
