@@ -244,3 +244,27 @@ def test_remove_running_needs_force(daemon: Daemon) -> None:
         daemon.api.inspect_container(cid)
     resp = daemon.api.delete(url(daemon, "/containers/{0}", cid))
     assert isinstance(resp, requests.Response) and resp.status_code == 404
+
+
+def test_restart_policy_on_failure_retries(daemon: Daemon) -> None:
+    cid = run_d(daemon, "--restart", "on-failure:2", "busybox", "sh", "-c", "echo run; exit 1")
+
+    def done() -> bool:
+        info = daemon.api.inspect_container(cid)
+        return bool(info["RestartCount"] == 2 and info["State"]["Status"] == "exited")
+
+    poll(done, timeout=20)
+    assert logs(daemon, cid) == "run\nrun\nrun\n"
+    assert state(daemon, cid)["ExitCode"] == 1
+
+
+def test_restart_policy_always_then_stop(daemon: Daemon) -> None:
+    cid = run_d(daemon, "--restart", "always", "busybox", "sh", "-c", "echo run; sleep 0.2")
+    poll(lambda: logs(daemon, cid).count("run") >= 2, timeout=20)
+    daemon.cli("stop", "-t", "1", cid)
+    st = state(daemon, cid)
+    assert st["Status"] == "exited"
+    count = logs(daemon, cid).count("run")
+    time.sleep(0.5)  # a restart would come within the backoff (at most a few hundred ms here)
+    assert state(daemon, cid)["Status"] == "exited"
+    assert logs(daemon, cid).count("run") == count
