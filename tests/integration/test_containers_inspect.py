@@ -71,6 +71,15 @@ def _sdk_has_size(daemon: Daemon) -> bool:
     return "size" in pyinspect.signature(daemon.api.inspect_container).parameters
 
 
+def test_times_in_gos_rfc3339nano(daemon: Daemon, unique_name: str) -> None:
+    """Go's RFC3339Nano drops trailing zeros of the fraction (and the dot when it is zero)."""
+    daemon.cli("run", "--name", unique_name, "busybox", "true")
+    info = daemon.api.inspect_container(unique_name)
+    for stamp in (info["Created"], info["State"]["StartedAt"], info["State"]["FinishedAt"]):
+        assert RFC3339NANO.match(stamp), stamp
+        assert not re.search(r"\.\d*0Z$", stamp), stamp
+
+
 def test_created_state(daemon: Daemon, unique_name: str) -> None:
     before = time.time()
     daemon.cli("create", "--name", unique_name, "busybox")

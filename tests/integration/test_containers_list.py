@@ -152,3 +152,40 @@ def test_summary_shape(daemon: Daemon, fleet: Fleet) -> None:
     assert row["Command"] == "sleep 60"
     assert row["Image"] == "busybox"
     assert json.loads(json.dumps(row["Labels"]))["role"] == "r2"
+
+
+def test_filter_network(daemon: Daemon) -> None:
+    mark = "net=" + os.urandom(4).hex()
+    default = daemon.cli("create", "-l", mark, "busybox").stdout.decode().strip()
+    none = daemon.cli("create", "-l", mark, "--network", "none", "busybox").stdout.decode().strip()
+    host = daemon.cli("create", "-l", mark, "--network", "host", "busybox").stdout.decode().strip()
+    lbl = "label=" + mark
+    assert ps(daemon, "-a", "--filter", lbl, "--filter", "network=none") == [none]
+    assert ps(daemon, "-a", "--filter", lbl, "--filter", "network=host") == [host]
+    assert ps(daemon, "-a", "--filter", lbl, "--filter", "network=bridge") == [default]
+
+
+def test_filter_volume(daemon: Daemon) -> None:
+    mark = "vol=" + os.urandom(4).hex()
+    bound = daemon.cli("create", "-l", mark, "-v", "/tmp:/data", "busybox").stdout.decode().strip()
+    daemon.cli("create", "-l", mark, "busybox")
+    lbl = "label=" + mark
+    assert ps(daemon, "-a", "--filter", lbl, "--filter", "volume=/data") == [bound]
+    assert ps(daemon, "-a", "--filter", lbl, "--filter", "volume=/tmp") == [bound]
+    assert ps(daemon, "-a", "--filter", lbl, "--filter", "volume=/elsewhere") == []
+
+
+def test_filter_expose_health_is_task(daemon: Daemon) -> None:
+    mark = "exp=" + os.urandom(4).hex()
+    exposed = daemon.cli("create", "-l", mark, "--expose", "8080", "busybox").stdout.decode().strip()
+    plain = daemon.cli("create", "-l", mark, "busybox").stdout.decode().strip()
+    lbl = "label=" + mark
+    assert ps(daemon, "-a", "--filter", lbl, "--filter", "expose=8080/tcp") == [exposed]
+    assert ps(daemon, "-a", "--filter", lbl, "--filter", "expose=8080") == [exposed]
+    assert ps(daemon, "-a", "--filter", lbl, "--filter", "health=none") == [plain, exposed]
+    assert ps(daemon, "-a", "--filter", lbl, "--filter", "health=healthy") == []
+    assert ps(daemon, "-a", "--filter", lbl, "--filter", "is-task=true") == []
+    assert ps(daemon, "-a", "--filter", lbl, "--filter", "is-task=false") == [plain, exposed]
+    with pytest.raises(docker.errors.APIError) as err:
+        daemon.api.containers(all=True, filters={"health": ["bogus"]})
+    assert err.value.status_code == 400

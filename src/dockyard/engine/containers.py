@@ -160,7 +160,9 @@ class ContainerService:
             codes = _exit_codes(f.get("exited"))
             if c.state.status != st.EXITED or c.state.exit_code not in codes:
                 return False
-        return not (f.contains("ancestor") and not any(self._is_ancestor(c, v) for v in f.get("ancestor")))
+        if f.contains("ancestor") and not any(self._is_ancestor(c, v) for v in f.get("ancestor")):
+            return False
+        return _attachment_filters(c, f)
 
     def _is_ancestor(self, c: Container, ref: str) -> bool:
         if c.image == ref or c.image_id == ref or c.image_id.removeprefix("sha256:").startswith(ref):
@@ -267,6 +269,34 @@ def _image_known(d: LifecycleDeps, c: Container) -> bool:
     except DockyardError:
         return False
     return True
+
+
+def _attachment_filters(c: Container, f: Filters) -> bool:
+    """network, volume, publish, expose, health and is-task filters, with moby's matching rules."""
+    mode = c.host_config.get("NetworkMode") or "default"
+    if f.contains("network") and ("bridge" if mode == "default" else mode) not in f.get("network"):
+        return False
+    if f.contains("volume"):
+        places = {p for m in views.mounts_doc(c) for p in (m["Source"], m["Destination"])}
+        if not places & set(f.get("volume")):
+            return False
+    if f.contains("publish") and not _ports(f.get("publish")) & _ports(
+        c.host_config.get("PortBindings") or {}
+    ):
+        return False
+    if f.contains("expose") and not _ports(f.get("expose")) & _ports(c.config.get("ExposedPorts") or {}):
+        return False
+    for value in f.get("health"):
+        if value not in ("starting", "healthy", "unhealthy", "none"):
+            raise InvalidParameter(f"Unrecognised filter value for health: {value}")
+    if f.contains("health") and "none" not in f.get("health"):
+        return False  # no container has a health check yet
+    return not (f.contains("is-task") and f.get_bool("is-task"))
+
+
+def _ports(specs: Any) -> set[str]:
+    """``80``, ``80/tcp`` → ``80/tcp`` (Docker's default protocol)."""
+    return {p if "/" in p else p + "/tcp" for p in specs}
 
 
 def _name_matches(name: str, pattern: str) -> bool:
