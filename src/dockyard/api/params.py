@@ -27,7 +27,8 @@ def query_int(req: Request, name: str, default: int | None = None) -> int | None
     try:
         return int(value)
     except ValueError:
-        raise InvalidParameter(f'invalid value for {name}: strconv.Atoi: parsing "{value}": invalid syntax') from None
+        text = f'invalid value for {name}: strconv.Atoi: parsing "{value}": invalid syntax'
+        raise InvalidParameter(text) from None
 
 
 def json_body(req: Request, *, allow_empty: bool = False) -> dict[str, Any]:

@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 _LEFT = (
     "admiring", "adoring", "affectionate", "agitated", "amazing", "angry", "awesome", "beautiful", "blissful",
-    "bold", "boring", "brave", "busy", "charming", "clever", "compassionate", "competent", "confident", "cool",
-    "cranky", "crazy", "dazzling", "determined", "distracted", "dreamy", "eager", "ecstatic", "elastic",
+    "bold", "boring", "brave", "busy", "charming", "clever", "compassionate", "competent", "confident",
+    "cool", "cranky", "crazy", "dazzling", "determined", "distracted", "dreamy", "eager", "ecstatic", "elastic",
     "elated", "elegant", "eloquent", "epic", "exciting", "fervent", "festive", "flamboyant", "focused",
     "friendly", "frosty", "funny", "gallant", "gifted", "goofy", "gracious", "great", "happy", "hardcore",
     "heuristic", "hopeful", "hungry", "infallible", "inspiring", "intelligent", "interesting", "jolly",

@@ -27,7 +27,7 @@ STATUSES = (CREATED, RUNNING, PAUSED, RESTARTING, REMOVING, EXITED, DEAD)
 def rfc3339(ts: float) -> str:
     """Seconds since the epoch → RFC3339 with up to nanoseconds, UTC, as Docker (Go) writes times."""
     whole = int(ts)
-    nanos = int(round((ts - whole) * 1e9))
+    nanos = round((ts - whole) * 1e9)
     if nanos >= 1_000_000_000:
         whole, nanos = whole + 1, nanos - 1_000_000_000
     fraction = f".{nanos:09d}".rstrip("0").rstrip(".")  # Go's RFC3339Nano drops trailing zeros
