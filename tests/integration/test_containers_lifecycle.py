@@ -268,3 +268,22 @@ def test_restart_policy_always_then_stop(daemon: Daemon) -> None:
     time.sleep(0.5)  # a restart would come within the backoff (at most a few hundred ms here)
     assert state(daemon, cid)["Status"] == "exited"
     assert logs(daemon, cid).count("run") == count
+
+
+def test_stop_and_remove_paused_container(daemon: Daemon) -> None:
+    cid = run_d(daemon, "busybox", "sleep", "60")
+    daemon.cli("pause", cid)
+    with pytest.raises(docker.errors.APIError) as err:
+        daemon.api.remove_container(cid)
+    assert err.value.status_code == 409
+    assert "container is paused and must be unpaused first" in str(err.value.explanation)
+    t0 = time.monotonic()
+    daemon.cli("stop", "-t", "1", cid)
+    assert time.monotonic() - t0 < 5
+    st = state(daemon, cid)
+    assert st["Status"] == "exited" and st["Paused"] is False
+    other = run_d(daemon, "busybox", "sleep", "60")
+    daemon.cli("pause", other)
+    daemon.cli("rm", "-f", other, timeout=20)
+    with pytest.raises(docker.errors.NotFound):
+        daemon.api.inspect_container(other)
