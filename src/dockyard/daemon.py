@@ -22,11 +22,13 @@ from dockyard.api.app import App, Router
 from dockyard.api.listeners import Listener, open_listeners, serve_socket
 from dockyard.api.middleware.stack import Security
 from dockyard.api.routers import containers as container_routes
+from dockyard.api.routers import exec as exec_routes
 from dockyard.api.routers import images as image_routes
 from dockyard.api.routers import system as system_routes
 from dockyard.config import ConfigError, DaemonConfig
 from dockyard.engine.container import ContainerPaths, ContainerRepo
 from dockyard.engine.containers import ContainerService
+from dockyard.engine.exec import ExecService
 from dockyard.engine.image_lookup import ImageLookupAdapter
 from dockyard.engine.images import ImageService
 from dockyard.engine.lifecycle import LifecycleDeps
@@ -103,6 +105,7 @@ def build_app(engine: Engine, security: Security | None = None) -> App:
     router = Router()
     system_routes.register(router, engine.system)
     container_routes.register(router, engine.containers, engine.stdio)
+    exec_routes.register(router, ExecService(engine.containers))
     image_routes.register(router, engine.images)
     return App(router, security.middleware if security is not None else None)
 

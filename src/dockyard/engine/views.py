@@ -9,6 +9,7 @@ from typing import Any
 from dockyard.engine import state as st
 from dockyard.engine.container import Container, ContainerPaths
 from dockyard.engine.create_config import parse_bind
+from dockyard.engine.exec import exec_ids
 from dockyard.engine.ocispec import MASKED_PATHS, READONLY_PATHS
 from dockyard.engine.spec_builder import etc_paths
 
@@ -170,7 +171,7 @@ def inspect(
         "MountLabel": "",
         "ProcessLabel": "",
         "AppArmorProfile": "",
-        "ExecIDs": None,
+        "ExecIDs": exec_ids(c),
         "HostConfig": host_config_doc(c, runtime),
         "GraphDriver": graph_driver,
         "Mounts": mounts_doc(c),

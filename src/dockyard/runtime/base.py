@@ -77,6 +77,44 @@ class AttachStream(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class ExecSetup:
+    """One extra process to run in a running container (``docker exec``).
+
+    Attributes:
+        exec_id: the exec's id (64 hex); names the runtime's files for it.
+        process: the OCI ``process`` object (args, env, cwd, user, terminal, capabilities...).
+        attach_stdin: give the process a stdin the caller writes to; otherwise it reads /dev/null.
+        console_size: initial (height, width) of the terminal when ``process["terminal"]``.
+    """
+
+    exec_id: str
+    process: dict[str, Any]
+    attach_stdin: bool = False
+    console_size: tuple[int, int] | None = None
+
+
+class ExecProcess(AttachStream, Protocol):
+    """A running exec: its stdio (as an :class:`AttachStream`), its exit, its terminal."""
+
+    async def wait(self) -> int:
+        """The exit code once the process ended (128+N for a signal)."""
+        ...
+
+    @property
+    def failure(self) -> str | None:
+        """After ``wait``: the runtime's message when the process could not be started, else None."""
+        ...
+
+    def pid(self) -> int:
+        """Host pid of the process, 0 while unknown."""
+        ...
+
+    def resize(self, height: int, width: int) -> None:
+        """Set the terminal size (no-op without a terminal)."""
+        ...
+
+
 class Runtime(Protocol):
     """An OCI runtime driven through a shim that outlives the daemon."""
 
@@ -116,6 +154,10 @@ class Runtime(Protocol):
 
     async def resize(self, container_id: str, height: int, width: int) -> None:
         """Set the TTY size of a container created with a tty."""
+        ...
+
+    async def exec(self, container_id: str, setup: ExecSetup) -> ExecProcess:
+        """Run one more process in the running container; returns once it was launched."""
         ...
 
     async def pids(self, container_id: str) -> list[int]:

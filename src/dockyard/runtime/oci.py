@@ -19,7 +19,14 @@ from typing import Any
 
 from dockyard.errors import NotFound, SystemFailure
 from dockyard.runtime.attach import ConmonAttach
-from dockyard.runtime.base import AttachStream, ContainerSetup, ExitStatus, RuntimeStatus
+from dockyard.runtime.base import (
+    AttachStream,
+    ContainerSetup,
+    ExecProcess,
+    ExecSetup,
+    ExitStatus,
+    RuntimeStatus,
+)
 from dockyard.runtime.conmon import (
     ATTACH_SOCKET,
     CONMON_PIDFILE,
@@ -30,6 +37,7 @@ from dockyard.runtime.conmon import (
     launch_conmon,
     runtime_error_text,
 )
+from dockyard.runtime.exec import ExecCommand, start_exec
 from dockyard.runtime.watch import ExitWatch, open_pidfd, read_exit
 
 # runc: "container does not exist"; crun: "Error opening file `<root>/<id>/status`: No such file ..."
@@ -143,6 +151,18 @@ class OciRuntime:
             os.write(fd, f"1 {height} {width}\n".encode())
         finally:
             os.close(fd)
+
+    async def exec(self, container_id: str, setup: ExecSetup) -> ExecProcess:
+        """Run one more process in the container: ``<runtime> exec`` in the foreground (``exec.py``)."""
+        cmd = ExecCommand(
+            binary=self._binary,
+            root=self._root,
+            container_id=container_id,
+            bundle=self._bundle(container_id),
+            console_socket=self.name == "crun",
+            socket_dir=self._root.parent / "tty",
+        )
+        return await start_exec(cmd, setup)
 
     async def pids(self, container_id: str) -> list[int]:
         """Host pids of every process in the container."""
