@@ -4,6 +4,7 @@ the docker SDK. Seed images (busybox, hello-world) are built once per session an
 from __future__ import annotations
 
 import contextlib
+import getpass
 import os
 import shutil
 import signal
@@ -152,9 +153,20 @@ def kill_leftovers(base: Path) -> None:
         if marker.encode() in cmdline and int(pid) != os.getpid():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(pid), signal.SIGKILL)
+    unmount_under(marker)
+
+
+def unmount_under(prefix: str) -> None:
+    """Lazily unmount every mount below ``prefix`` (deepest first)."""
     mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
-    for target in sorted((m for m in mounts if m.startswith(marker)), key=len, reverse=True):
+    for target in sorted((m for m in mounts if m.startswith(prefix)), key=len, reverse=True):
         subprocess.run(["umount", "-l", target], check=False, capture_output=True)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Before pytest prunes old temporary directories: drop mounts a killed earlier run left in them
+    (a daemon's mount-namespace bind mount makes the directory undeletable)."""
+    unmount_under(f"/tmp/pytest-of-{getpass.getuser()}/")
 
 
 @pytest.fixture(scope="session")

@@ -108,11 +108,6 @@ def test_missing_absolute_path_is_127(daemon: Daemon) -> None:
     assert b"/no/such/file" in proc.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine/lifecycle.py classify_start_failure words a missing absolute path "
-    "as 'executable file not found in $PATH' (runc: 'stat <path>: no such file or directory')",
-)
 def test_missing_absolute_path_text(daemon: Daemon) -> None:
     proc = daemon.cli("run", "--rm", "busybox", "/no/such/file", check=False)
     assert b'exec: "/no/such/file": stat /no/such/file: no such file or directory' in proc.stderr

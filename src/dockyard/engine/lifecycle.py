@@ -49,6 +49,11 @@ def classify_start_failure(command: str, message: str) -> tuple[int, str]:
     """
     lowered = message.lower()
     if "not found" in lowered or "no such file or directory" in lowered:
+        if "/" in command:  # a path is not looked up in $PATH: runc reports the failed stat
+            return 127, (
+                f'OCI runtime create failed: unable to start container process: exec: "{command}": '
+                f"stat {command}: no such file or directory"
+            )
         if "executable file" in lowered or f'"{command}"' in message or f"`{command}`" in message:
             return 127, (
                 f'OCI runtime create failed: unable to start container process: exec: "{command}": '
