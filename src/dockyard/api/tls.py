@@ -125,7 +125,8 @@ class TlsProtocol(asyncio.Protocol):
             self._flush()
             return False
         except (ssl.SSLError, OSError) as exc:
-            log.info("TLS handshake with %s refused: %s", self._peer(), getattr(exc, "reason", None) or exc)
+            why = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or exc
+            log.info("TLS handshake with %s refused: %s", self._peer(), why)
             self._flush()  # the alert tells the client why
             self._shut(abort=False)
             return False
