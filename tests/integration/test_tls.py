@@ -304,3 +304,12 @@ def test_key_not_matching_certificate_fails_start(certs: Path, scratch: Path) ->
     proc = subprocess.run(_daemon_cmd(scratch, *args), capture_output=True, timeout=30)
     assert proc.returncode == 1
     assert b"could not load TLS certificate" in proc.stderr
+
+
+def test_large_streams_both_ways_over_tls(tls_daemon: tuple[Daemon, int], certs: Path) -> None:
+    """Megabytes in through stdin and out through stdout: back-pressure through TLS loses nothing."""
+    _, port = tls_daemon
+    data = os.urandom(3 << 20)
+    proc = _tls_cli(certs, port, "run", "-i", "--rm", "busybox", "sh", "-c", "cat; cat /dev/null", input=data)
+    assert proc.returncode == 0, proc.stderr
+    assert hashlib.sha256(proc.stdout).hexdigest() == hashlib.sha256(data).hexdigest()
