@@ -149,3 +149,9 @@ def test_exec_output_of_background_child_does_not_hang(daemon: Daemon, running: 
     proc = daemon.cli("exec", running, "sh", "-c", "sleep 30 & echo started", timeout=20)
     assert proc.stdout == b"started\n"
     assert time.monotonic() - start < 10
+
+
+def test_exec_detached_missing_command_is_an_error(daemon: Daemon, running: str) -> None:
+    proc = daemon.cli("exec", "-d", running, "no-such-command", check=False)
+    assert proc.returncode != 0
+    assert b"executable file not found in $PATH" in proc.stderr

@@ -176,9 +176,12 @@ class ExecService:
         return e
 
     async def start_detached(self, e: Exec) -> None:
-        """Launch without a client (``docker exec -d``); launch errors are raised."""
+        """Launch without a client (``docker exec -d``); returns once the process runs, errors are raised."""
         process = await self._launch(e, attach_stdin=False)
         self._spawn(self._drain(e, process))
+        if not await process.started():
+            await self.finish(e, process)
+            raise InvalidParameter(runtime_failure_text(process.failure or "the process did not start"))
 
     async def start_attached(self, e: Exec) -> AttachStream:
         """Launch and return the exec's stdio; failures become a message on the stream."""

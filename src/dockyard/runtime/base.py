@@ -101,6 +101,10 @@ class ExecProcess(AttachStream, Protocol):
         """The exit code once the process ended (128+N for a signal)."""
         ...
 
+    async def started(self) -> bool:
+        """True once the process runs (or ran); False when the runtime could not start it."""
+        ...
+
     @property
     def failure(self) -> str | None:
         """After ``wait``: the runtime's message when the process could not be started, else None."""

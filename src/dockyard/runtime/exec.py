@@ -228,6 +228,7 @@ class ExecSession:
         self._failure: str | None = None
         self._closed = False
         self._pid = 0
+        self._start_known: asyncio.Future[bool] = self._loop.create_future()
         for fd in self._open:
             os.set_blocking(fd, False)
             self._loop.add_reader(fd, self._readable, fd)
@@ -280,6 +281,8 @@ class ExecSession:
 
     def _confirm_start(self) -> None:
         self._started = True
+        if not self._start_known.done():
+            self._start_known.set_result(True)
         if self._recheck is not None:
             self._recheck.cancel()
             self._recheck = None
@@ -297,6 +300,12 @@ class ExecSession:
             self._confirm_start()
         elif not self._exit.done():
             self._arm_recheck()
+
+    async def started(self) -> bool:
+        """Wait until the runtime wrote the pid file (True) or exited without starting the process (False)."""
+        if not self._start_known.done():
+            self._check_started()
+        return await asyncio.shield(self._start_known)
 
     def _eof(self, fd: int) -> None:
         if self._open.pop(fd, None) is None:
@@ -331,7 +340,9 @@ class ExecSession:
             text = (bytes(self._runtime_msg) + b"".join(self._held)).decode(errors="replace")
             self._failure = _STAMP.sub("", runtime_error_text(_ANSI.sub("", text)))
             self._held = []
-        elif not self._started:
+            if not self._start_known.done():
+                self._start_known.set_result(False)
+        else:
             self._confirm_start()
         self.pid()
         self._files.remove()
