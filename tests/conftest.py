@@ -121,7 +121,8 @@ class Daemon:
         )  # fmt: skip
         if check and proc.returncode != 0:
             raise AssertionError(
-                f"docker {' '.join(args)} exited {proc.returncode}\nstdout: {proc.stdout!r}\nstderr: {proc.stderr!r}"
+                f"docker {' '.join(args)} exited {proc.returncode}\n"
+                f"stdout: {proc.stdout!r}\nstderr: {proc.stderr!r}"
             )
         return proc
 

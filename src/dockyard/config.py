@@ -65,8 +65,12 @@ class DaemonConfig:
 
 def build_parser() -> argparse.ArgumentParser:
     """The dockerd-compatible flag set."""
-    p = argparse.ArgumentParser(prog="dockyardd", description="dockyard daemon: the Docker Engine API in Python")
-    p.add_argument("-H", "--host", action="append", dest="hosts", help="socket(s) to listen on (unix://, fd://)")
+    p = argparse.ArgumentParser(
+        prog="dockyardd", description="dockyard daemon: the Docker Engine API in Python"
+    )
+    p.add_argument(
+        "-H", "--host", action="append", dest="hosts", help="socket(s) to listen on (unix://, fd://)"
+    )
     p.add_argument("--data-root", type=Path)
     p.add_argument("--exec-root", type=Path)
     p.add_argument("-p", "--pidfile", type=Path)
@@ -80,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tlscacert", type=Path)
     p.add_argument("--tlscert", type=Path)
     p.add_argument("--tlskey", type=Path)
-    p.add_argument("--insecure-tcp", action="store_true", default=None, help="allow tcp:// without --tlsverify")
+    p.add_argument(
+        "--insecure-tcp", action="store_true", default=None, help="allow tcp:// without --tlsverify"
+    )
     p.add_argument("--policy", type=Path)
     p.add_argument("--audit-log", type=Path)
     p.add_argument("-v", "--version", action="version", version=f"dockyardd {__version__}")
@@ -117,13 +123,24 @@ def _merge_file(cfg: DaemonConfig, path: Path | None) -> DaemonConfig:
         raise ConfigError(f"unable to configure the daemon with file {path}: not a JSON object")
     unknown = sorted(set(data) - set(_FILE_KEYS))
     if unknown:
-        raise ConfigError(f"the following directives don't match any configuration option: {', '.join(unknown)}")
+        raise ConfigError(
+            f"the following directives don't match any configuration option: {', '.join(unknown)}"
+        )
     changes: dict[str, Any] = {}
     for key, value in data.items():
         attr = _FILE_KEYS[key]
         if attr == "hosts":
             value = tuple(value)
-        elif attr in {"data_root", "exec_root", "pidfile", "tlscacert", "tlscert", "tlskey", "policy", "audit_log"}:
+        elif attr in {
+            "data_root",
+            "exec_root",
+            "pidfile",
+            "tlscacert",
+            "tlscert",
+            "tlskey",
+            "policy",
+            "audit_log",
+        }:
             value = Path(value)
         changes[attr] = value
     return replace(cfg, **changes)
@@ -137,8 +154,9 @@ def validate(cfg: DaemonConfig) -> DaemonConfig:
             raise ConfigError(f"invalid host {host!r}: use unix://PATH, fd:// or tcp://ADDR:PORT")
         if scheme == "tcp" and not (cfg.tlsverify or cfg.insecure_tcp):
             raise ConfigError(
-                f"refusing to listen on {host} without --tlsverify: anyone who reaches it controls this host. "
-                "Pass --tlsverify with --tlscacert/--tlscert/--tlskey, or --insecure-tcp if you really mean it."
+                f"refusing to listen on {host} without --tlsverify: anyone who reaches it controls this "
+                "host. Pass --tlsverify with --tlscacert/--tlscert/--tlskey, or --insecure-tcp if you "
+                "really mean it."
             )
     if cfg.log_level not in ("debug", "info", "warn", "error", "fatal"):
         raise ConfigError(f"invalid log level {cfg.log_level!r}")
@@ -164,4 +182,6 @@ def _validate_tls_files(cfg: DaemonConfig) -> None:
 
 def log_level(cfg: DaemonConfig) -> int:
     """The logging module's level for the configured name."""
-    return {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING}.get(cfg.log_level, logging.ERROR)
+    return {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING}.get(
+        cfg.log_level, logging.ERROR
+    )

@@ -158,7 +158,8 @@ def prepare_host(cfg: DaemonConfig) -> None:
 
     With runc forced (``--runtime runc``), or without crun, the daemon stays in the host's namespace.
     """
-    if cgroup_mode() != "hybrid" or cfg.runtime == "runc" or not (shutil.which("crun") and shutil.which("unshare")):
+    tools = shutil.which("crun") and shutil.which("unshare")
+    if cgroup_mode() != "hybrid" or cfg.runtime == "runc" or not tools:
         return
     cfg.exec_root.mkdir(parents=True, exist_ok=True, mode=0o700)
     enter_private_mountns(cfg.exec_root)
@@ -173,7 +174,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"dockyardd: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
     logging.basicConfig(
-        level=configmod.log_level(cfg), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        level=configmod.log_level(cfg),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
     )
     try:
         prepare_host(cfg)

@@ -9,10 +9,9 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
-from tests.unit.test_logs_reader import BASE, line
-
 from dockyard.logs.follow import follow_logs
 from dockyard.logs.records import LogRecord
+from tests.unit.test_logs_reader import BASE, line
 
 TIMEOUT = 5.0
 

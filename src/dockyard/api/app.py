@@ -43,7 +43,9 @@ class Router:
         self._static: dict[tuple[str, str], Route] = {}
         self._dynamic: dict[str, list[tuple[re.Pattern[str], Route]]] = {}
 
-    def add(self, method: str, pattern: str, operation: str, handler: Handler, *, stream_body: bool = False) -> None:
+    def add(
+        self, method: str, pattern: str, operation: str, handler: Handler, *, stream_body: bool = False
+    ) -> None:
         """Register a handler. ``{name}`` matches one path segment, ``{name:path}`` the rest of the path."""
         route = Route(method, pattern, operation, handler, inspect.iscoroutinefunction(handler), stream_body)
         if "{" not in pattern:
@@ -91,14 +93,16 @@ _NOT_FOUND = Response(404, b'{"message":"page not found"}\n')
 class App:
     """Implements the HTTP connection's Dispatcher."""
 
-    def __init__(self, router: Router, middleware: list[Middleware] | None = None, max_body: int = 64 << 20) -> None:
+    def __init__(
+        self, router: Router, middleware: list[Middleware] | None = None, max_body: int = 64 << 20
+    ) -> None:
         self.router = router
         self.middleware = middleware or []
         self._max_body = max_body
         self._ids = itertools.count(1)
         self._common = (
-            b"Api-Version: %s\r\nDocker-Experimental: false\r\nOstype: linux\r\nServer: Docker/%s-dockyard (linux)\r\n"
-            % (version.MAX_VERSION.encode(), __version__.encode())
+            b"Api-Version: %s\r\nDocker-Experimental: false\r\nOstype: linux\r\n"
+            b"Server: Docker/%s-dockyard (linux)\r\n" % (version.MAX_VERSION.encode(), __version__.encode())
         )
 
     @property
@@ -121,7 +125,7 @@ class App:
 
     def handle(self, req: Request) -> Response | Awaitable[Response | None]:
         """Run one request through the pipeline: inline while nothing needs to wait, as a task from there."""
-        req.request_id = "%x" % next(self._ids)
+        req.request_id = f"{next(self._ids):x}"
         route: Route | None = req.route
         started = time.monotonic()
         try:
@@ -160,7 +164,7 @@ class App:
     async def _guarded(
         self, req: Request, route: Route | None, started: float, work: Awaitable[Response | None]
     ) -> Response | None:
-        """Await the rest of a request, turning errors into responses (or a closed connection once streaming)."""
+        """Await the rest of a request; errors become responses (or a closed connection once streaming)."""
         try:
             resp = await work
         except ClientGone:

@@ -38,7 +38,9 @@ def check(version: str) -> None:
             "please upgrade your client to a newer version"
         )
     if v > _MAX:
-        raise InvalidParameter(f"client version {version} is too new. Maximum supported API version is {MAX_VERSION}")
+        raise InvalidParameter(
+            f"client version {version} is too new. Maximum supported API version is {MAX_VERSION}"
+        )
 
 
 def at_least(version: str, wanted: str) -> bool:

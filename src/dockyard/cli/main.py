@@ -60,11 +60,15 @@ def _ago(seconds: float) -> str:
 def build_parser() -> argparse.ArgumentParser:
     """The command-line grammar."""
     p = argparse.ArgumentParser(prog="dockyard", description="dockyard client")
-    p.add_argument("-H", "--host", help="daemon socket (default: $DOCKER_HOST or unix:///var/run/dockyard.sock)")
+    p.add_argument(
+        "-H", "--host", help="daemon socket (default: $DOCKER_HOST or unix:///var/run/dockyard.sock)"
+    )
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("version", help="show client and server versions").set_defaults(func=_cmd_version)
     ps = sub.add_parser("ps", help="list containers")
-    ps.add_argument("-a", "--all", action="store_true", help="show all containers (default shows just running)")
+    ps.add_argument(
+        "-a", "--all", action="store_true", help="show all containers (default shows just running)"
+    )
     ps.add_argument("-q", "--quiet", action="store_true", help="only display container IDs")
     ps.set_defaults(func=_cmd_ps)
     admin.register(sub)

@@ -11,7 +11,6 @@ import posixpath
 import shlex
 from typing import Any
 
-
 from dockyard.errors import InvalidParameter
 
 __all__ = ["VALID_CHANGES", "apply_changes"]

@@ -165,7 +165,9 @@ class ContainerRepo:
         c.name = new_name
         try:
             with self.db.transaction() as tx:
-                tx.execute("UPDATE containers SET name = ?, doc = ? WHERE id = ?", (new_name, c.to_doc(), c.id))
+                tx.execute(
+                    "UPDATE containers SET name = ?, doc = ? WHERE id = ?", (new_name, c.to_doc(), c.id)
+                )
         except BaseException:
             c.name = old
             raise

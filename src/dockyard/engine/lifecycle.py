@@ -62,7 +62,11 @@ def classify_start_failure(command: str, message: str) -> tuple[int, str]:
         return 127, f"OCI runtime create failed: {message}: no such file or directory"
     denied = "permission denied" in lowered or "is a directory" in lowered
     if denied or ("operation not permitted" in lowered and "executable" in lowered):
-        return 126, f'OCI runtime create failed: unable to start container process: exec: "{command}": permission denied'
+        return (
+            126,
+            "OCI runtime create failed: unable to start container process: "
+            f'exec: "{command}": permission denied',
+        )
     return 128, message
 
 
@@ -120,7 +124,7 @@ class Lifecycle:
         return await self.d.runtime.create(setup)
 
     async def _failed_start(self, c: Container, exc: DockyardError) -> DockyardError:
-        """Record the failure; Docker sets 127/126 for a missing or non-executable command (a client error)."""
+        """Record the failure; a missing (127) or non-executable (126) command is a client error."""
         code, text = classify_start_failure(c.path, exc.message)
         c.state.status = st.EXITED if c.has_run else st.CREATED
         c.state.exit_code = code
@@ -162,7 +166,9 @@ class Lifecycle:
     async def _on_exit(self, c: Container, status: ExitStatus) -> None:
         ran_for = status.finished_at - c.state.started_at
         # Clean up before the state says "exited": a client that sees it may remove the container at once.
-        await asyncio.gather(self._quietly(self._delete_runtime_state(c)), self._quietly(self.d.rootfs.unmount(c.id)))
+        await asyncio.gather(
+            self._quietly(self._delete_runtime_state(c)), self._quietly(self.d.rootfs.unmount(c.id))
+        )
         c.state.status = st.EXITED
         c.state.pid = 0
         c.state.exit_code = status.exit_code
@@ -427,4 +433,3 @@ def _resolve(waiters: list[asyncio.Future[int]], code: int) -> None:
     for fut in pending:
         if not fut.done():
             fut.set_result(code)
-

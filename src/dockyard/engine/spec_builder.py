@@ -147,8 +147,8 @@ def _write_etc_files(c: Container, paths: ContainerPaths) -> dict[str, Path]:
         files["hosts"].write_text(_read("/etc/hosts", "127.0.0.1\tlocalhost\n"))
         files["hostname"].write_text(_read("/etc/hostname", hostname + "\n"))
     else:
-        extra = "".join(f"{h.split(':', 1)[1]}\t{h.split(':', 1)[0]}\n" for h in c.host_config.get("ExtraHosts") or ()
-                        if ":" in h)  # fmt: skip
+        pairs = [h.split(":", 1) for h in c.host_config.get("ExtraHosts") or () if ":" in h]
+        extra = "".join(f"{address}\t{name}\n" for name, address in pairs)
         files["hosts"].write_text(
             "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
             "fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n"

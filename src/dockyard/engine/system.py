@@ -92,7 +92,9 @@ class SystemService:
             "Images": self._counts.image_count(),
             "Driver": self._driver,
             "DriverStatus": [["Backing Filesystem", "extfs"]] if self._driver == "overlay2" else [],
-            "Plugins": {"Volume": [], "Network": ["host", "null"], "Authorization": None, "Log": ["k8s-file"]},
+            "Plugins": {
+                "Volume": [], "Network": ["host", "null"], "Authorization": None, "Log": ["k8s-file"]
+            },
             "MemoryLimit": True,
             "SwapLimit": True,
             "CpuCfsPeriod": True,

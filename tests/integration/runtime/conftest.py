@@ -10,10 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.integration.runtime.runtime_harness import BUSYBOX, Harness, make_runtime, require_root_tools
 
 from dockyard.errors import DockyardError
 from dockyard.runtime.oci import OciRuntime
+from tests.integration.runtime.runtime_harness import BUSYBOX, Harness, make_runtime, require_root_tools
 
 
 @pytest.fixture(scope="session")

@@ -8,11 +8,11 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.integration.runtime.runtime_harness import Harness, make_runtime
 
 from dockyard.errors import NotFound, SystemFailure
 from dockyard.runtime.base import AttachStream, RuntimeStatus
 from dockyard.runtime.oci import OciRuntime
+from tests.integration.runtime.runtime_harness import Harness, make_runtime
 
 pytestmark = pytest.mark.root
 

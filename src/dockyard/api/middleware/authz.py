@@ -70,7 +70,7 @@ class AuthzMiddleware:
         return self._decisions.pop(req, None)
 
     def before(self, req: Request, route: Route | None) -> None:
-        """Decide (synchronously: nothing here waits); raise Forbidden, TooManyRequests or NotFound to refuse."""
+        """Decide, synchronously (nothing here waits); raise Forbidden, TooManyRequests or NotFound."""
         if route is None:
             return
         op = route.operation

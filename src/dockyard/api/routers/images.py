@@ -19,7 +19,9 @@ def register(router: Router, images: ImageService) -> None:
     """Add the image routes."""
 
     def image_list(req: Request) -> Response:
-        rows = images.list_images(parse_filters(req.arg("filters")), query_bool(req, "all"), query_bool(req, "digests"))
+        rows = images.list_images(
+            parse_filters(req.arg("filters")), query_bool(req, "all"), query_bool(req, "digests")
+        )
         return json_response(rows)
 
     async def image_create(req: Request) -> Response | None:
@@ -27,10 +29,13 @@ def register(router: Router, images: ImageService) -> None:
         if source is None:
             name = req.arg("fromImage") or ""
             raise Unsupported(
-                f"cannot pull {name}: this dockyard has no registry client yet; import or load the image instead"
+                f"cannot pull {name}: this dockyard has no registry client yet; "
+                "import or load the image instead"
             )
         if source != "-":
-            raise InvalidParameter("importing from a URL is not supported: send the archive as the request body")
+            raise InvalidParameter(
+                "importing from a URL is not supported: send the archive as the request body"
+            )
         assert req.body_stream is not None
         image_id = await images.import_image(
             _chunks(req),
