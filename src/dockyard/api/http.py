@@ -19,7 +19,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 from urllib.parse import parse_qs
 
 import httptools
@@ -249,6 +249,7 @@ class HttpConnection(asyncio.Protocol):
         self._head_timeout = head_timeout
         self._idle_timeout = idle_timeout
         self._timer: asyncio.TimerHandle | None = None
+        self._deadline: float | None = None
         self.identify = identify
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.identity: Identity = None  # type: ignore[assignment]
@@ -275,13 +276,16 @@ class HttpConnection(asyncio.Protocol):
 
     # -- asyncio.Protocol ------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it
+        self.transport = cast(asyncio.Transport, transport)
         self.identity = self.identify(transport)
         self._arm_timer(self._head_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._arm_timer(None)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if not self.closed.done():
             self.closed.set_result(None)
         if not self.input_ended.done():
@@ -442,7 +446,7 @@ class HttpConnection(asyncio.Protocol):
             if len(self._pending) <= 16:
                 self.transport.resume_reading()
             self._run(self._pending.popleft())
-        elif self._timer is None and not self.closed.done():
+        elif self._deadline is None and not self.closed.done():
             self._arm_timer(self._idle_timeout)
 
     # -- writing ----------------------------------------------------------------------------------------
@@ -526,15 +530,31 @@ class HttpConnection(asyncio.Protocol):
                 waiter.set_exception(exc)
 
     def _arm_timer(self, seconds: float | None) -> None:
-        """(Re)start the head/idle timer, or stop it with None."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if seconds is not None:
-            self._timer = asyncio.get_running_loop().call_later(seconds, self._timed_out)
+        """(Re)start the head/idle timer, or stop it with None.
+
+        Only a deadline is moved per request; the one timer handle re-arms itself when it fires early.
+        Creating and cancelling a timer for every request cost more than parsing the request.
+        """
+        if seconds is None:
+            self._deadline = None
+            return
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.time() + seconds
+        if self._timer is None:
+            self._timer = loop.call_at(self._deadline, self._check_deadline)
+
+    def _check_deadline(self) -> None:
+        self._timer = None
+        if self._deadline is None or self.closed.done():
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._deadline:
+            self._timer = loop.call_at(self._deadline, self._check_deadline)
+            return
+        self._deadline = None
+        self._timed_out()
 
     def _timed_out(self) -> None:
-        self._timer = None
         if not self._busy and self._raw is None:  # never cut a response or a hijacked stream
             self.transport.close()
 

@@ -69,7 +69,7 @@ class AuditMiddleware:
             authz.keep_decisions = True
         self._last_who: Identity | None = None
         self._last_caller: dict[str, Any] = {}
-        self._last_caller_json = "{}"
+        self._caller_texts: dict[Identity, str] = {}
 
     def before(self, req: Request, route: Route | None) -> Awaitable[None] | None:
         """For a mutating call, the wait until its ``start`` record is on disk (503 when it cannot be)."""
@@ -108,17 +108,25 @@ class AuditMiddleware:
     def _caller(self, who: Identity) -> dict[str, Any]:
         if who is not self._last_who:  # one identity per connection: keep-alive callers hit this cache
             self._last_who, self._last_caller = who, caller(who)
-            self._last_caller_json = json.dumps(self._last_caller, separators=(",", ":"))
         return self._last_caller
 
+    def _caller_json(self, who: Identity) -> str:
+        """The caller's JSON, cached per identity (a few connections interleave their requests)."""
+        text = self._caller_texts.get(who)
+        if text is None:
+            if len(self._caller_texts) >= 4096:
+                self._caller_texts.clear()
+            text = self._caller_texts[who] = json.dumps(caller(who), separators=(",", ":"))
+        return text
+
     def _entry_json(self, req: Request, route: Route | None, phase: str) -> str:
-        self._caller(req.identity)
+        caller_json = self._caller_json(req.identity)
         params = req.params
         target = (params.get("id") or params.get("name")) if params else None
         operation = route.operation if route is not None else None
         return (
             f'{{"time":"{_now()}","request_id":"{req.request_id}","phase":"{phase}",'
-            f'"caller":{self._last_caller_json},"method":{_js(req.method)},"path":{_js(req.path)},'
+            f'"caller":{caller_json},"method":{_js(req.method)},"path":{_js(req.path)},'
             f'"operation":{_js(operation)},"target":{_js(target)}'
         )
 
