@@ -12,6 +12,8 @@ EXEC_ROOT ?= /run/dockyard
 # a C toolchain for the hello-world seed, ps for `docker top`, mount/unshare/nsenter, iproute2.
 APT_PACKAGES := crun runc conmon busybox-static gcc libc6-dev procps util-linux iproute2 e2fsprogs openssl passwd
 PYTEST_ARGS ?=
+# make bench: side by side with a reference dockerd when ../shared/reference/start-dockerd exists
+BENCH_ARGS ?= --start-reference
 
 .PHONY: install sysdeps venv seed run test bench lint lock clean
 
@@ -44,7 +46,7 @@ test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: install
-	$(PY) bench/run_bench.py
+	$(PY) bench/run_bench.py $(BENCH_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check src tests bench

@@ -16,7 +16,8 @@ from pathlib import Path
 from procinfo import listener_pid
 from uhttp import UnixHTTP, ping
 
-REFERENCE_SCRIPT = Path("/work/shared/reference/start-dockerd")
+# The reference Docker daemon script that sits beside the repository in our workspace (../shared).
+REFERENCE_SCRIPT = Path(__file__).resolve().parents[2] / "shared" / "reference" / "start-dockerd"
 REFERENCE_SOCKET = "/tmp/ref-docker/docker.sock"
 
 

@@ -22,7 +22,7 @@ from types import FrameType
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import steps
-from daemons import OwnDaemon, Target, reference_target, start_reference, stop_reference
+from daemons import REFERENCE_SCRIPT, OwnDaemon, Target, reference_target, start_reference, stop_reference
 from harness import API, IMAGE, QUICK, Bench, Config
 from report import markdown
 
@@ -52,7 +52,7 @@ def _reference(a: argparse.Namespace, b: Bench) -> tuple[Target | None, bool]:
         if a.start_reference:
             started = start_reference()
             if started is None:
-                b.note("reference skipped: /work/shared/reference/start-dockerd does not exist")
+                b.note(f"reference skipped: {REFERENCE_SCRIPT} does not exist")
                 return None, False
             return started
     except Exception as exc:

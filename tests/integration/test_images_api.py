@@ -18,7 +18,7 @@ from tests.conftest import Daemon
 
 pytestmark = pytest.mark.root
 
-SPEC = Path("/work/shared/docker-api/v1.47.yaml")
+SPEC = Path(__file__).resolve().parents[2] / "spec" / "docker-api-v1.47.yaml"
 _TYPES = {"string": str, "integer": int, "boolean": bool, "array": list, "object": dict}
 
 
