@@ -39,9 +39,11 @@ class Target:
 class OwnDaemon:
     """A dockyardd on a temporary data root seeded with the offline images, stopped and wiped at the end."""
 
-    def __init__(self) -> None:
+    def __init__(self, extra_args: list[str] | None = None, name: str = "dockyard") -> None:
         # Short paths: conmon's attach socket path must stay under the 108-byte unix socket limit.
         self.base = Path(tempfile.mkdtemp(prefix="dyb-", dir="/tmp"))
+        self.extra_args = extra_args or []
+        self.name = name
         self.sock = str(self.base / "d.sock")
         self.log_path = self.base / "daemon.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -69,7 +71,7 @@ class OwnDaemon:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "dockyard.daemon", "-H", f"unix://{self.sock}", "--data-root",
-                 str(root), "--exec-root", str(exec_root), "--log-level", "warn"],
+                 str(root), "--exec-root", str(exec_root), "--log-level", "warn", *self.extra_args],
                 stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
             )  # fmt: skip
         deadline = time.monotonic() + timeout
@@ -77,7 +79,7 @@ class OwnDaemon:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"dockyardd exited {self.proc.returncode}: {self._log_tail()}")
             if ping(self.sock):
-                return Target("dockyard", self.sock, self.proc.pid)
+                return Target(self.name, self.sock, self.proc.pid)
             time.sleep(0.05)
         raise RuntimeError(f"dockyardd did not answer /_ping within {timeout:.0f} s: {self._log_tail()}")
 

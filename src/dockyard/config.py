@@ -146,8 +146,22 @@ def _merge_file(cfg: DaemonConfig, path: Path | None) -> DaemonConfig:
     return replace(cfg, **changes)
 
 
+_PATH_FIELDS = ("data_root", "exec_root", "pidfile", "tlscacert", "tlscert", "tlskey", "policy", "audit_log")
+
+
+def _absolute(cfg: DaemonConfig) -> DaemonConfig:
+    """Relative paths are taken from the directory the daemon was started in (it later works from ``/``)."""
+    changes: dict[str, Any] = {}
+    for name in _PATH_FIELDS:
+        value = getattr(cfg, name)
+        if isinstance(value, Path) and not value.is_absolute() and not (name == "audit_log" and str(value) == "off"):
+            changes[name] = value.absolute()
+    return replace(cfg, **changes) if changes else cfg
+
+
 def validate(cfg: DaemonConfig) -> DaemonConfig:
     """Check the combination of settings; raise ConfigError with a clear text."""
+    cfg = _absolute(cfg)
     for host in cfg.hosts:
         scheme = host.split("://", 1)[0] if "://" in host else ""
         if scheme not in ("unix", "fd", "tcp"):

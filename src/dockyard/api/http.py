@@ -538,18 +538,16 @@ class HttpConnection(asyncio.Protocol):
         if seconds is None:
             self._deadline = None
             return
-        loop = asyncio.get_running_loop()
-        self._deadline = loop.time() + seconds
+        self._deadline = time.monotonic() + seconds  # the loop's clock (asyncio uses time.monotonic)
         if self._timer is None:
-            self._timer = loop.call_at(self._deadline, self._check_deadline)
+            self._timer = asyncio.get_running_loop().call_at(self._deadline, self._check_deadline)
 
     def _check_deadline(self) -> None:
         self._timer = None
         if self._deadline is None or self.closed.done():
             return
-        loop = asyncio.get_running_loop()
-        if loop.time() < self._deadline:
-            self._timer = loop.call_at(self._deadline, self._check_deadline)
+        if time.monotonic() < self._deadline:
+            self._timer = asyncio.get_running_loop().call_at(self._deadline, self._check_deadline)
             return
         self._deadline = None
         self._timed_out()

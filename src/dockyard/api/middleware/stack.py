@@ -1,6 +1,7 @@
-"""Assemble the security stages from the daemon's configuration: policy (optional) and audit log (always).
+"""Assemble the security stages from the daemon's configuration: policy (optional) and audit log.
 
-The audit log defaults to ``<data-root>/audit.log``. The daemon calls :meth:`Security.reload` on SIGHUP and
+The audit log defaults to ``<data-root>/audit.log``; ``--audit-log off`` turns it off (as dockerd, which
+has none), with a warning at every start: it exists so operators can measure what auditing costs. The daemon calls :meth:`Security.reload` on SIGHUP and
 :meth:`Security.close` at shutdown.
 """
 
@@ -20,12 +21,14 @@ from .authz import AuthzMiddleware, LabelLookup, PolicyHolder
 
 log = logging.getLogger("dockyard.security")
 
+AUDIT_OFF = "off"
+
 
 @dataclass
 class Security:
     """The running security stages."""
 
-    audit: AuditLog
+    audit: AuditLog | None
     holder: PolicyHolder | None = None
     middleware: list[Middleware] = field(default_factory=list)
     _reloading: asyncio.Task[bool] | None = None
@@ -47,10 +50,16 @@ class Security:
         holder = None
         if cfg.policy is not None:
             holder = await asyncio.to_thread(PolicyHolder, cfg.policy, operations)
+        authz = AuthzMiddleware(holder, labels) if holder is not None else None
+        if cfg.audit_log is not None and str(cfg.audit_log) == AUDIT_OFF:
+            log.warning("!!! --audit-log off: API calls are NOT audited")
+            sec = cls(None, holder)
+            if authz is not None:
+                sec.middleware.append(authz)
+            return sec
         audit = AuditLog(cfg.audit_log or cfg.data_root / "audit.log")
         await asyncio.to_thread(audit.open, asyncio.get_running_loop())
         sec = cls(audit, holder)
-        authz = AuthzMiddleware(holder, labels) if holder is not None else None
         if authz is not None:
             sec.middleware.append(authz)
         sec.middleware.append(AuditMiddleware(audit, authz))
@@ -65,4 +74,5 @@ class Security:
 
     async def close(self) -> None:
         """Write out the audit log and stop its writer."""
-        await asyncio.to_thread(self.audit.close)
+        if self.audit is not None:
+            await asyncio.to_thread(self.audit.close)
