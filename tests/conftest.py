@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import docker
@@ -139,6 +139,16 @@ class Daemon:
                         c.remove(force=True)
         self.stop()
         kill_leftovers(self.base)
+
+
+def poll(check: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
+    """Wait until ``check()`` holds: poll with a deadline, never a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def kill_leftovers(base: Path) -> None:

@@ -9,15 +9,7 @@ import docker.errors
 import pytest
 import requests
 
-from tests.conftest import Daemon
-
-
-def poll(check: object, timeout: float = 10) -> None:
-    """Call ``check`` until it is truthy or the deadline passes."""
-    deadline = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.02)
+from tests.conftest import Daemon, poll
 
 
 def state(daemon: Daemon, ref: str) -> dict[str, object]:

@@ -5,23 +5,13 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import DOCKER_CLI, Daemon
+from tests.conftest import DOCKER_CLI, Daemon, poll
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
-
-
-def poll(check: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def inspect(d: Daemon, name: str) -> dict[str, object]:

@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 import docker
 import pytest
 
-from tests.conftest import Daemon
+from tests.conftest import Daemon, poll
 
 pytestmark = pytest.mark.root
-
-
-def poll(check: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def inspect(d: Daemon, name: str) -> dict[str, object]:
