@@ -154,7 +154,11 @@ def _absolute(cfg: DaemonConfig) -> DaemonConfig:
     changes: dict[str, Any] = {}
     for name in _PATH_FIELDS:
         value = getattr(cfg, name)
-        if isinstance(value, Path) and not value.is_absolute() and not (name == "audit_log" and str(value) == "off"):
+        if (
+            isinstance(value, Path)
+            and not value.is_absolute()
+            and not (name == "audit_log" and str(value) == "off")
+        ):
             changes[name] = value.absolute()
     return replace(cfg, **changes) if changes else cfg
 

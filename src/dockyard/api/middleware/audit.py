@@ -69,7 +69,7 @@ class AuditMiddleware:
             authz.keep_decisions = True
         self._last_who: Identity | None = None
         self._last_caller: dict[str, Any] = {}
-        self._caller_texts: dict[Identity, str] = {}
+        self._caller_texts: dict[int, tuple[Identity, str]] = {}
 
     def before(self, req: Request, route: Route | None) -> Awaitable[None] | None:
         """For a mutating call, the wait until its ``start`` record is on disk (503 when it cannot be)."""
@@ -102,8 +102,8 @@ class AuditMiddleware:
             text += f',"decision":{_js(decision.verdict)},"rule":{_js(decision.rule)}'
             if decision.reason:
                 text += f',"reason":{_js(decision.reason)}'
-        duration = round((time.monotonic() - started) * 1000, 3)
-        self.audit.record_json(f'{text},"status":{status},"bytes":{nbytes},"duration_ms":{duration}')
+        duration = (time.monotonic() - started) * 1000
+        self.audit.record_json(f'{text},"status":{status},"bytes":{nbytes},"duration_ms":{duration:.3f}')
 
     def _caller(self, who: Identity) -> dict[str, Any]:
         if who is not self._last_who:  # one identity per connection: keep-alive callers hit this cache
@@ -111,23 +111,28 @@ class AuditMiddleware:
         return self._last_caller
 
     def _caller_json(self, who: Identity) -> str:
-        """The caller's JSON, cached per identity (a few connections interleave their requests)."""
-        text = self._caller_texts.get(who)
-        if text is None:
-            if len(self._caller_texts) >= 4096:
-                self._caller_texts.clear()
-            text = self._caller_texts[who] = json.dumps(caller(who), separators=(",", ":"))
+        """The caller's JSON, cached per identity object (one per connection; keyed by ``id`` because
+        hashing the frozen dataclass field by field cost more than the lookup should)."""
+        cached = self._caller_texts.get(id(who))
+        if cached is not None and cached[0] is who:
+            return cached[1]
+        if len(self._caller_texts) >= 4096:
+            self._caller_texts.clear()
+        text = json.dumps(caller(who), separators=(",", ":"))
+        self._caller_texts[id(who)] = (who, text)
         return text
 
     def _entry_json(self, req: Request, route: Route | None, phase: str) -> str:
         caller_json = self._caller_json(req.identity)
         params = req.params
         target = (params.get("id") or params.get("name")) if params else None
-        operation = route.operation if route is not None else None
+        # The method is an HTTP token (llhttp accepts no quotes or escapes there) and the operation is ours:
+        # only the path and the target come from the client as free text.
+        operation = f'"{route.operation}"' if route is not None else "null"
         return (
             f'{{"time":"{_now()}","request_id":"{req.request_id}","phase":"{phase}",'
-            f'"caller":{caller_json},"method":{_js(req.method)},"path":{_js(req.path)},'
-            f'"operation":{_js(operation)},"target":{_js(target)}'
+            f'"caller":{caller_json},"method":"{req.method}","path":{_js(req.path)},'
+            f'"operation":{operation},"target":{_js(target)}'
         )
 
     def _entry(self, req: Request, route: Route | None, phase: str) -> dict[str, Any]:
