@@ -1,8 +1,8 @@
 """Assemble the security stages from the daemon's configuration: policy (optional) and audit log.
 
 The audit log defaults to ``<data-root>/audit.log``; ``--audit-log off`` turns it off (as dockerd, which
-has none), with a warning at every start: it exists so operators can measure what auditing costs. The daemon calls :meth:`Security.reload` on SIGHUP and
-:meth:`Security.close` at shutdown.
+has none), with a warning at every start: it exists so operators can measure what auditing costs. The
+daemon calls :meth:`Security.reload` on SIGHUP and :meth:`Security.close` at shutdown.
 """
 
 from __future__ import annotations
