@@ -9,7 +9,9 @@ in Python, so this is a plain dict builder; the default seccomp profile plugs in
 
 from __future__ import annotations
 
+import os
 import resource
+import stat
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -450,11 +452,27 @@ def _resolve_group(groups: list[list[str]], group: str) -> int:
     raise InvalidParameter(f"unable to find group {group}: no matching entries in group file")
 
 
+_MAX_DB_BYTES = 4 << 20
+
+
 def _read_db(path: Path) -> list[list[str]]:
+    """Lines of an image's /etc/passwd or /etc/group.
+
+    The image is untrusted: the file may be a symlink to a device or to a host file (the daemon resolves it
+    outside the container), so only a regular file is read, non-blocking, and at most a few MiB of it.
+    """
     try:
-        text = path.read_text(errors="replace")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return []
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return []
+        text = os.read(fd, _MAX_DB_BYTES).decode(errors="replace")
+    except OSError:
+        return []
+    finally:
+        os.close(fd)
     return [line.split(":") for line in text.splitlines() if line and not line.startswith("#")]
 
 
