@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from dockyard.api.app import Router
-from dockyard.api.http import Request
+from dockyard.api.messages import Request
 from dockyard.api.middleware.authz import AuthzMiddleware, PolicyHolder
 from dockyard.api.params import json_body
 from dockyard.errors import DockyardError, Forbidden, InvalidParameter, NotFound

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from dockyard import __version__
 from dockyard.api import version
 from dockyard.api.errors import error_response
-from dockyard.api.http import ClientGone, Request, Response
+from dockyard.api.messages import ClientGone, Request, Response
 
 log = logging.getLogger("dockyard.api")
 

@@ -6,7 +6,7 @@ import json
 import logging
 
 from dockyard import errors
-from dockyard.api.http import Response
+from dockyard.api.messages import Response
 
 log = logging.getLogger("dockyard.api")
 

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dockyard.api import http
-from dockyard.api.http import Dispatcher, HttpConnection
+from dockyard.api.http import HttpConnection
+from dockyard.api.messages import Dispatcher
 from dockyard.api.tls import TlsProtocol, server_context
 from dockyard.config import ConfigError, DaemonConfig
 from dockyard.security.identity import Identity, tls_peer_identity, unix_peer_identity

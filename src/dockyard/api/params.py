@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from dockyard.api.http import Request, Response
+from dockyard.api.messages import Request, Response
 from dockyard.errors import InvalidParameter
 
 _FALSE = {"", "0", "no", "false", "none"}

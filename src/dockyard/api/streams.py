@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from dockyard.api import version
-from dockyard.api.http import ClientGone, RawStream, StreamWriter
+from dockyard.api.messages import ClientGone, RawStream, StreamWriter
 from dockyard.logs.records import LogRecord
 from dockyard.logs.timestamps import docker_timestamp
 from dockyard.runtime.base import AttachStream

@@ -15,7 +15,7 @@ from collections.abc import Awaitable
 from typing import Any
 
 from dockyard.api.app import Route
-from dockyard.api.http import Request
+from dockyard.api.messages import Request
 from dockyard.errors import Unavailable
 from dockyard.security.audit import AuditLog
 from dockyard.security.identity import Identity

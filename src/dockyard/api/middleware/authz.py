@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from dockyard.api.app import Route
-from dockyard.api.http import Request
+from dockyard.api.messages import Request
 from dockyard.engine.filters import parse_filters
 from dockyard.errors import Forbidden, InvalidParameter, NotFound
 from dockyard.security.policy import OWNER_LABEL, Decision, Policy, load_policy, owner_of

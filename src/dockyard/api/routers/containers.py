@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from dockyard.api import streams
 from dockyard.api.app import Router
-from dockyard.api.http import ClientGone, Request, Response
+from dockyard.api.messages import ClientGone, Request, Response
 from dockyard.api.params import NO_CONTENT, json_body, json_response, query_bool, query_int
 from dockyard.engine.containers import ContainerService
 from dockyard.engine.filters import parse_filters

@@ -6,7 +6,7 @@ import asyncio
 
 from dockyard.api import streams
 from dockyard.api.app import Router
-from dockyard.api.http import Request, Response
+from dockyard.api.messages import Request, Response
 from dockyard.api.params import json_body, json_response, query_int
 from dockyard.engine.exec import ExecService
 

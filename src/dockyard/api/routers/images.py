@@ -6,7 +6,7 @@ import json
 from collections.abc import AsyncIterator
 
 from dockyard.api.app import Router
-from dockyard.api.http import Request, Response
+from dockyard.api.messages import Request, Response
 from dockyard.api.params import json_response, query_bool
 from dockyard.engine.filters import parse_filters
 from dockyard.engine.images import ImageService

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dockyard.api.app import Router
-from dockyard.api.http import Request, Response
+from dockyard.api.messages import Request, Response
 from dockyard.api.params import json_response
 from dockyard.engine.system import SystemService
 
