@@ -1,1 +1,0 @@
-"""Container networking (network modes none and host for now)."""

@@ -1,1 +1,0 @@
-"""Registry (distribution) client. Not yet implemented."""
