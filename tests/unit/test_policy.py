@@ -140,3 +140,17 @@ def test_image_pull_is_checked_against_allowed_repositories() -> None:
     assert not p.decide(CI, "ImageCreate", None, {"fromImage": ["alpine"]}).allowed
     d = p.decide(CI, "ContainerCreate", {"Image": "docker.io/library/busybox:1.36"})
     assert d.allowed
+
+
+def test_cached_decisions_never_cross_identities() -> None:
+    """Body-less decisions are cached per identity object: a cached allow must not leak to another caller,
+    not even one whose fields are equal, and a reloaded policy starts over."""
+    p = load_policy(EXAMPLE)
+    for _ in range(3):  # the second and third calls are answered from the cache
+        assert p.decide(ROOT, "ContainerList").allowed
+        assert not p.decide(NOBODY, "ContainerList").allowed
+    twin = Identity("unix", uid=4000, gid=4000, pid=1, user="nobody2")  # equal to NOBODY, another object
+    assert not p.decide(twin, "ContainerList").allowed
+    assert p.decide(ROOT, "ContainerList") is p.decide(ROOT, "ContainerList")
+    stricter = parse_policy({"mode": "enforce", "default": "deny"}, "<reloaded>")
+    assert not stricter.decide(ROOT, "ContainerList").allowed

@@ -119,6 +119,12 @@ class Policy:
     default_allow: bool
     rules: tuple[Rule, ...]
     source: str = ""
+    # Decisions that depend on the caller and the operation only (no body, no query), per identity object
+    # (one per connection): most requests are such reads, and deciding them again costs more than the
+    # lookup. A reloaded policy is a new object with an empty cache.
+    _cache: dict[tuple[int, str], tuple[Identity, Decision]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def rule_for(self, who: Identity) -> Rule | None:
         """The first rule whose match fits the caller."""
@@ -141,6 +147,21 @@ class Policy:
         Returns:
             The decision; in audit-only mode a denial comes back with ``allowed`` True.
         """
+        if body is not None or query:
+            return self._decide(who, operation, body, query)
+        key = (id(who), operation)
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] is who:  # the entry holds ``who``, so its id cannot be reused meanwhile
+            return hit[1]
+        decision = self._decide(who, operation, None, None)
+        if len(self._cache) >= 65536:
+            self._cache.clear()
+        self._cache[key] = (who, decision)
+        return decision
+
+    def _decide(
+        self, who: Identity, operation: str, body: Any, query: Mapping[str, list[str]] | None
+    ) -> Decision:
         rule = self.rule_for(who)
         if rule is None:
             reason = "" if self.default_allow else f"no rule matches {who.describe()}"
