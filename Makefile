@@ -10,7 +10,7 @@ DATA_ROOT ?= /var/lib/dockyard
 EXEC_ROOT ?= /run/dockyard
 # Debian packages the daemon and its tests use: OCI runtimes, the conmon shim, busybox for the seed image,
 # a C toolchain for the hello-world seed, ps for `docker top`, mount/unshare/nsenter, iproute2.
-APT_PACKAGES := crun runc conmon busybox-static gcc libc6-dev procps util-linux iproute2 e2fsprogs openssl passwd
+APT_PACKAGES := crun runc conmon busybox-static gcc libc6-dev procps util-linux iproute2 e2fsprogs openssl passwd curl
 PYTEST_ARGS ?=
 # make bench: side by side with a reference dockerd when ../shared/reference/start-dockerd exists
 BENCH_ARGS ?= --start-reference

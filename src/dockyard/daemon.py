@@ -56,6 +56,7 @@ class Engine:
     containers: ContainerService
     stdio: StdioService
     system: SystemService
+    execs: ExecService
 
 
 async def build_engine(cfg: DaemonConfig) -> Engine:
@@ -85,7 +86,7 @@ async def build_engine(cfg: DaemonConfig) -> Engine:
         min_api=version.MIN_VERSION,
         max_api=version.MAX_VERSION,
     )
-    return Engine(db, images, containers, StdioService(containers), system)
+    return Engine(db, images, containers, StdioService(containers), system, ExecService(containers))
 
 
 class _Counts:
@@ -105,15 +106,18 @@ def build_app(engine: Engine, security: Security | None = None) -> App:
     router = Router()
     system_routes.register(router, engine.system)
     container_routes.register(router, engine.containers, engine.stdio)
-    exec_routes.register(router, ExecService(engine.containers))
+    exec_routes.register(router, engine.execs)
     image_routes.register(router, engine.images)
     return App(router, security.middleware if security is not None else None)
 
 
-def _container_labels(engine: Engine) -> Callable[[str], Mapping[str, str] | None]:
-    def labels(ref: str) -> Mapping[str, str] | None:
+def _owner_labels(engine: Engine) -> Callable[[str, str], Mapping[str, str] | None]:
+    """Labels that carry an object's owner, for owner isolation: a container's, or an exec's container's."""
+
+    def labels(kind: str, ref: str) -> Mapping[str, str] | None:
         try:
-            return engine.containers.get(ref).config.get("Labels") or {}
+            container_ref = engine.execs.get(ref).container_id if kind == "exec" else ref
+            return engine.containers.get(container_ref).config.get("Labels") or {}
         except NotFound:
             return None
 
@@ -125,7 +129,7 @@ async def run(cfg: DaemonConfig) -> None:
     listeners = _listen(cfg)
     engine = await build_engine(cfg)
     await engine.containers.lifecycle.restore()
-    security = await Security.start(cfg, _container_labels(engine))
+    security = await Security.start(cfg, _owner_labels(engine))
     app = build_app(engine, security)
     servers = [await serve_socket(app, lst.sock, lst.tls) for lst in listeners]
     if cfg.pidfile is not None:

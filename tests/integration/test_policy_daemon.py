@@ -179,6 +179,28 @@ def test_ci_user_sees_only_its_own_containers(pd: PolicyDaemon) -> None:
     pd.cli("rm", admin_cid, theirs)
 
 
+def test_ci_user_cannot_reach_another_users_exec_by_id(pd: PolicyDaemon) -> None:
+    theirs = pd.as_user(OTHER, "run", "-d", "busybox", "sleep", "30", check=True).stdout.strip()
+    mine = pd.as_user(CI, "run", "-d", "busybox", "sleep", "30", check=True).stdout.strip()
+    try:
+        their_exec = pd.api.exec_create(theirs, ["true"])["Id"]  # made by an admin, in OTHER's container
+        my_exec = pd.api.exec_create(mine, ["true"])["Id"]
+        # ExecInspect and ExecStart name the exec, not the container: the owner check follows the exec
+        # to its container (the docker CLI has no command for these by id, so the API is called as CI).
+        for exec_id, visible in ((my_exec, True), (their_exec, False)):
+            proc = subprocess.run(
+                [RUNUSER, "-u", CI, "--", "curl", "-s", "--unix-socket", str(pd.socket),
+                 f"http://d/v1.47/exec/{exec_id}/json"],
+                capture_output=True, text=True, timeout=30,
+            )  # fmt: skip
+            if visible:
+                assert json.loads(proc.stdout)["ContainerID"] == mine
+            else:
+                assert json.loads(proc.stdout) == {"message": f"No such exec instance: {exec_id}"}
+    finally:
+        pd.cli("rm", "-f", theirs, mine)
+
+
 def test_rate_limit_answers_429(pd: PolicyDaemon) -> None:
     script = (
         "import http.client,socket,sys\n"

@@ -47,14 +47,21 @@ bind_roots = ["{roots}"]
 images = ["busybox"]
 """)
     owned = {"mine": {"dockyard.owner": "uid:1001"}, "theirs": {"dockyard.owner": "uid:0"}, "bare": {}}
-    return AuthzMiddleware(PolicyHolder(policy), owned.get)
+    exec_of = {"exec-mine": "mine", "exec-theirs": "theirs"}
+
+    def labels(kind: str, ref: str) -> dict[str, str] | None:
+        return owned.get(exec_of.get(ref, "") if kind == "exec" else ref)
+
+    return AuthzMiddleware(PolicyHolder(policy), labels)
 
 
 def _route(op: str) -> Any:
     router = Router()
     method, path = {"ContainerCreate": ("POST", "/containers/create"),
                     "ContainerList": ("GET", "/containers/json"),
-                    "ContainerInspect": ("GET", "/containers/{id}/json")}[op]  # fmt: skip
+                    "ContainerInspect": ("GET", "/containers/{id}/json"),
+                    "ExecInspect": ("GET", "/exec/{id}/json"),
+                    "ExecStart": ("POST", "/exec/{id}/start")}[op]  # fmt: skip
     router.add(method, path, op, lambda r: None)
     return router.routes()[0]
 
@@ -192,6 +199,18 @@ def test_others_containers_look_absent(authz: AuthzMiddleware) -> None:
                 _run(authz, req, "ContainerInspect")
         else:
             _run(authz, req, "ContainerInspect")  # missing ones get the engine's own 404
+
+
+def test_others_exec_instances_look_absent(authz: AuthzMiddleware) -> None:
+    for ref, absent in (("exec-mine", False), ("exec-theirs", True), ("exec-missing", False)):
+        for op, method, path in (("ExecInspect", "GET", "json"), ("ExecStart", "POST", "start")):
+            req = Request(_Conn(CI), method, f"/exec/{ref}/{path}", {})  # type: ignore[arg-type]
+            req.params = {"id": ref}
+            if absent:
+                with pytest.raises(NotFound, match=f"No such exec instance: {ref}"):
+                    _run(authz, req, op)
+            else:
+                _run(authz, req, op)
 
 
 def test_lists_are_filtered_to_the_owner(authz: AuthzMiddleware) -> None:

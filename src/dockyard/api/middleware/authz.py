@@ -26,7 +26,9 @@ from .ratelimit import STREAM_OPERATIONS, RateLimiter
 log = logging.getLogger("dockyard.authz")
 
 # Labels of a container by reference; None when there is no such container.
-LabelLookup = Callable[[str], Mapping[str, str] | None]
+# (kind, reference) → the labels that carry the owner, or None when no such object exists. Kinds:
+# "container" (a container reference) and "exec" (an exec id: its container's labels).
+LabelLookup = Callable[[str, str], Mapping[str, str] | None]
 _FILTERED = ("ContainerList", "ContainerPrune")
 
 
@@ -105,11 +107,17 @@ class AuthzMiddleware:
             _add_owner_filter(req, owner)
             return
         ref = req.params.get("id")
-        if ref is None or not op.startswith("Container"):
+        if ref is None:
             return
-        labels = self.labels(ref)
+        if op.startswith("Container"):
+            kind, absent = "container", f"No such container: {ref}"
+        elif op.startswith("Exec"):
+            kind, absent = "exec", f"No such exec instance: {ref}"
+        else:
+            return
+        labels = self.labels(kind, ref)
         if labels is not None and labels.get(OWNER_LABEL) != owner:
-            raise NotFound(f"No such container: {ref}")  # others' containers look absent
+            raise NotFound(absent)  # others' objects look absent
 
 
 def _parse_body(req: Request) -> Any:
