@@ -6,72 +6,25 @@ import asyncio
 import bz2
 import gzip
 import hashlib
-import io
 import lzma
 import os
 import stat
 import tarfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from dockyard.errors import InvalidParameter, NotFound
 from dockyard.store.blobs import BlobStore, sha256_digest
 from dockyard.store.db import Database
-from dockyard.store.layers import Layer, LayerStore, chain_id
-
-Member = tuple[tarfile.TarInfo, bytes | None]
-
-
-def _info(name: str, kind: bytes = tarfile.REGTYPE, **kw: Any) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.type = kind
-    info.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
-    for key, value in kw.items():
-        setattr(info, key, value)
-    return info
-
-
-def make_tar(*members: Member) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for info, data in members:
-            if data is not None:
-                info.size = len(data)
-            tar.addfile(info, io.BytesIO(data) if data is not None else None)
-    return buf.getvalue()
-
-
-def f(name: str, data: bytes = b"x", **kw: Any) -> Member:
-    return _info(name, **kw), data
-
-
-def d(name: str, **kw: Any) -> Member:
-    return _info(name, tarfile.DIRTYPE, **kw), None
-
-
-def sym(name: str, target: str) -> Member:
-    return _info(name, tarfile.SYMTYPE, linkname=target), None
-
-
-def hard(name: str, target: str) -> Member:
-    return _info(name, tarfile.LNKTYPE, linkname=target), None
-
-
-async def _chunks(data: bytes) -> AsyncIterator[bytes]:
-    for i in range(0, len(data), 7000):
-        yield data[i : i + 7000]
+from dockyard.store.layers import LayerStore, chain_id
+from tests.tar_helpers import Member, d, f, hard, imp, make_tar, member_info, sym
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> LayerStore:
     return LayerStore(tmp_path / "root", Database(tmp_path / "root" / "d.db"))
-
-
-def imp(store: LayerStore, data: bytes, parent: str | None = None) -> Layer:
-    return asyncio.run(store.import_stream(_chunks(data), parent))
 
 
 @pytest.mark.parametrize("compress", [lambda b: b, gzip.compress, bz2.compress, lzma.compress])
@@ -161,8 +114,8 @@ def test_whiteouts_become_overlay_whiteouts(store: LayerStore) -> None:
 @pytest.mark.root
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 def test_device_nodes_and_fifos(store: LayerStore) -> None:
-    dev = _info("dev/null", tarfile.CHRTYPE, devmajor=1, devminor=3, mode=0o666)
-    layer = imp(store, make_tar((dev, None), (_info("fifo", tarfile.FIFOTYPE), None)))
+    dev = member_info("dev/null", tarfile.CHRTYPE, devmajor=1, devminor=3, mode=0o666)
+    layer = imp(store, make_tar((dev, None), (member_info("fifo", tarfile.FIFOTYPE), None)))
     root = store.diff_dir(layer.chain_id)
     st = os.lstat(root / "dev/null")
     assert stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(1, 3)

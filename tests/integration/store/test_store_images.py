@@ -15,7 +15,7 @@ from dockyard.store.blobs import BlobStore
 from dockyard.store.db import Database
 from dockyard.store.images import ImageStore
 from dockyard.store.layers import LayerStore
-from tests.integration.store.store_tar_helpers import chunks, d, f, make_tar
+from tests.tar_helpers import chunks, d, f, make_tar
 
 ROOTFS = make_tar(
     d("bin"), f("bin/sh", b"#!fake\n", mode=0o755), d("etc"), f("etc/passwd", b"root:x:0:0::/root:/bin/sh\n")

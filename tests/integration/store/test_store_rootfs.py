@@ -11,7 +11,7 @@ import pytest
 from dockyard.store.db import Database
 from dockyard.store.layers import LayerStore
 from dockyard.store.rootfs import Rootfs, detect_driver
-from tests.integration.store.store_tar_helpers import d, f, imp, make_tar
+from tests.tar_helpers import d, f, imp, make_tar
 
 pytestmark = [
     pytest.mark.root,

@@ -1,4 +1,4 @@
-"""Helpers to build layer tars in memory for the store's integration tests."""
+"""Helpers to build layer tars in memory, for the store's unit and integration tests."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from dockyard.store.layers import Layer, LayerStore
 Member = tuple[tarfile.TarInfo, bytes | None]
 
 
-def _info(name: str, kind: bytes = tarfile.REGTYPE, **kw: Any) -> tarfile.TarInfo:
+def member_info(name: str, kind: bytes = tarfile.REGTYPE, **kw: Any) -> tarfile.TarInfo:
+    """A tar header for ``name`` (regular file unless ``kind`` says otherwise), with ``kw`` set on it."""
     info = tarfile.TarInfo(name)
     info.type = kind
     info.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
@@ -35,12 +36,22 @@ def make_tar(*members: Member) -> bytes:
 
 def f(name: str, data: bytes = b"x", **kw: Any) -> Member:
     """A regular file member."""
-    return _info(name, **kw), data
+    return member_info(name, **kw), data
 
 
 def d(name: str, **kw: Any) -> Member:
     """A directory member."""
-    return _info(name, tarfile.DIRTYPE, **kw), None
+    return member_info(name, tarfile.DIRTYPE, **kw), None
+
+
+def sym(name: str, target: str) -> Member:
+    """A symbolic link member."""
+    return member_info(name, tarfile.SYMTYPE, linkname=target), None
+
+
+def hard(name: str, target: str) -> Member:
+    """A hard link member."""
+    return member_info(name, tarfile.LNKTYPE, linkname=target), None
 
 
 async def chunks(data: bytes) -> AsyncIterator[bytes]:
