@@ -13,6 +13,8 @@ contains "no such image" into ``ImageNotFound``)::
     ├── Forbidden                      403  denied by policy
     ├── Unavailable                    503  daemon shutting down, disk full for the audit log
     ├── TooManyRequests                429  a per-identity rate or stream limit is exceeded
+    ├── TooLarge                       413  a request body over the limit
+    │   └── HeadersTooLarge            431  a request line or headers over the limit
     ├── Unsupported                    501  not implemented on this platform
     └── SystemFailure                  500  the runtime or the host failed
 """
@@ -66,3 +68,11 @@ class SystemFailure(DockyardError):
 
 class TooManyRequests(DockyardError):
     """The caller exceeded its rate or concurrency limit."""
+
+
+class TooLarge(DockyardError):
+    """The request body is larger than the daemon accepts."""
+
+
+class HeadersTooLarge(TooLarge):
+    """The request line or headers are larger than the daemon accepts."""

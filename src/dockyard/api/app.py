@@ -4,7 +4,6 @@ error conversion. Handlers are plain functions (answered inline) or coroutines (
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import logging
 import re
@@ -32,7 +31,6 @@ class Route:
     pattern: str
     operation: str  # the API's operation name, e.g. ContainerCreate
     handler: Handler
-    is_async: bool
     stream_body: bool
 
 
@@ -47,7 +45,7 @@ class Router:
         self, method: str, pattern: str, operation: str, handler: Handler, *, stream_body: bool = False
     ) -> None:
         """Register a handler. ``{name}`` matches one path segment, ``{name:path}`` the rest of the path."""
-        route = Route(method, pattern, operation, handler, inspect.iscoroutinefunction(handler), stream_body)
+        route = Route(method, pattern, operation, handler, stream_body)
         if "{" not in pattern:
             self._static[(method, pattern)] = route
             if method == "GET":

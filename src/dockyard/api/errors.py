@@ -20,6 +20,8 @@ STATUS_BY_KIND: dict[type[errors.DockyardError], int] = {
     errors.Unavailable: 503,
     errors.TooManyRequests: 429,
     errors.Unsupported: 501,
+    errors.TooLarge: 413,
+    errors.HeadersTooLarge: 431,
     errors.SystemFailure: 500,
 }
 

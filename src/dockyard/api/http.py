@@ -15,15 +15,16 @@ from __future__ import annotations
 import asyncio
 import collections
 import email.utils
-import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from collections.abc import Callable
+from typing import cast
 
 import httptools
 
+from dockyard.api.errors import error_response
 from dockyard.api.messages import ClientGone, Dispatcher, RawStream, Request, Response, StreamWriter
+from dockyard.errors import DockyardError, HeadersTooLarge, InvalidParameter, SystemFailure, TooLarge
 from dockyard.security.identity import Identity
 
 log = logging.getLogger("dockyard.api")
@@ -138,13 +139,13 @@ class HttpConnection(asyncio.Protocol):
         except httptools.HttpParserCallbackError as exc:
             # llhttp wraps what our callbacks raise; the limits travel as the wrapped exception
             inner = exc.__context__
-            if isinstance(inner, _TooLarge):
-                self._reject(inner.status, inner.message)
+            if isinstance(inner, TooLarge):
+                self._reject(inner)
             else:
                 log.error("HTTP callback failed", exc_info=inner or exc)
-                self._reject(500, "internal error while reading the request")
+                self._reject(SystemFailure("internal error while reading the request"))
         except httptools.HttpParserError as exc:
-            self._reject(400, f"malformed HTTP request: {exc}")
+            self._reject(InvalidParameter(f"malformed HTTP request: {exc}"))
 
     def eof_received(self) -> bool:
         if self._raw is not None:
@@ -170,12 +171,12 @@ class HttpConnection(asyncio.Protocol):
         self._url += url
         self._header_bytes += len(url)
         if self._header_bytes > MAX_HEADER_BYTES:
-            raise _TooLarge(431, "request URL or headers too large")
+            raise HeadersTooLarge("request URL or headers too large")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_bytes += len(name) + len(value)
         if self._header_bytes > MAX_HEADER_BYTES or len(self._headers) > MAX_HEADERS:
-            raise _TooLarge(431, "request URL or headers too large")
+            raise HeadersTooLarge("request URL or headers too large")
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
         self._headers[key] = f"{self._headers[key]}, {text}" if key in self._headers else text
@@ -201,7 +202,7 @@ class HttpConnection(asyncio.Protocol):
             return
         self._body_len += len(body)
         if self._body_len > self.app.max_body():
-            raise _TooLarge(413, "request body too large")
+            raise TooLarge("request body too large")
         self._body_parts.append(body)
 
     def on_message_complete(self) -> None:
@@ -376,10 +377,10 @@ class HttpConnection(asyncio.Protocol):
         if not self._busy and self._raw is None:  # never cut a response or a hijacked stream
             self.transport.close()
 
-    def _reject(self, status: int, message: str) -> None:
-        body = b'{"message":%s}\n' % _json_str(message)
+    def _reject(self, exc: DockyardError) -> None:
+        """Answer a request that could not be parsed (status from the one error table) and hang up."""
         self._head_only = False
-        self.write_response(Response(status, body))
+        self.write_response(error_response(exc))
         self.transport.close()
 
 
@@ -393,18 +394,3 @@ def _date_header() -> bytes:
     if _date_cache[0] != now:
         _date_cache = (now, b"Date: %s\r\n" % email.utils.formatdate(now, usegmt=True).encode())
     return _date_cache[1]
-
-
-class _TooLarge(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-def _json_str(text: str) -> bytes:
-    return json.dumps(text).encode()
-
-
-HandlerResult = Response | Awaitable[Response | None]
-Handler = Callable[[Request], Any]

@@ -33,6 +33,15 @@ class Live:
     exit_on_next: bool = False  # a stop was asked: do not apply the restart policy to this exit
 
 
+def resolve_waiters(waiters: list[asyncio.Future[int]], code: int) -> None:
+    """Hand ``code`` to every waiter still waiting, and forget them."""
+    pending = list(waiters)
+    waiters.clear()
+    for fut in pending:
+        if not fut.done():
+            fut.set_result(code)
+
+
 @dataclass(eq=False)
 class Container:
     """One container: what the client asked for, merged with its image, and its state."""

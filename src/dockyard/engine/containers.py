@@ -7,13 +7,12 @@ import contextlib
 import os
 import secrets
 import shutil
-import signal as signals
 import time
 from typing import Any
 
 from dockyard.engine import state as st
 from dockyard.engine import views
-from dockyard.engine.container import Container, ContainerRepo
+from dockyard.engine.container import Container, ContainerRepo, resolve_waiters
 from dockyard.engine.create_config import command_of, merge_image_config, parse_create, validate_name
 from dockyard.engine.filters import Filters
 from dockyard.engine.lifecycle import Lifecycle, LifecycleDeps
@@ -203,18 +202,7 @@ class ContainerService:
         c = self.repo.get(ref)
         async with c.live.lock:
             st.check_remove(c.name, c.state, force)
-            if c.state.status == st.RESTARTING:
-                if c.live.restart_timer is not None:
-                    c.live.restart_timer.cancel()
-                c.state.status = st.EXITED
-            if c.state.running:
-                c.live.exit_on_next = True
-                exited = self.lifecycle._exit_future(c)
-                await self.d.runtime.kill(c.id, signals.SIGKILL)
-                if c.state.status == st.PAUSED:
-                    with contextlib.suppress(DockyardError):
-                        await self.d.runtime.resume(c.id)
-                await exited
+            await self.lifecycle.halt_locked(c)
             await self._remove_locked(c)
 
     async def _auto_remove(self, c: Container) -> None:
@@ -224,21 +212,15 @@ class ContainerService:
 
     async def _remove_locked(self, c: Container) -> None:
         c.state.status = st.REMOVING
-        with contextlib.suppress(DockyardError):
-            await self.d.runtime.delete(c.id)
-        await self.d.rootfs.unmount(c.id)
-        await self.d.rootfs.remove(c.id)
+        if self.d.paths.bundle(c.id).exists():  # the exit handler removes it with the runtime's state
+            with contextlib.suppress(DockyardError):
+                await self.d.runtime.delete(c.id)
+            await asyncio.to_thread(shutil.rmtree, self.d.paths.bundle(c.id), True)
+        await self.d.rootfs.remove(c.id)  # unmounts first
         self.repo.delete(c)
         await asyncio.to_thread(shutil.rmtree, self.d.paths.dir(c.id), True)
-        await asyncio.to_thread(shutil.rmtree, self.d.paths.bundle(c.id), True)
-        for fut in c.live.removed_waiters:
-            if not fut.done():
-                fut.set_result(c.state.exit_code)
-        c.live.removed_waiters.clear()
-        for fut in c.live.exit_waiters:  # waiting for an exit that can no longer come
-            if not fut.done():
-                fut.set_result(c.state.exit_code)
-        c.live.exit_waiters.clear()
+        resolve_waiters(c.live.removed_waiters, c.state.exit_code)
+        resolve_waiters(c.live.exit_waiters, c.state.exit_code)  # an exit that can no longer come
 
     async def prune(self, filters: Filters) -> dict[str, Any]:
         """Remove every stopped container matching the filters."""

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from dockyard.engine import state as st
-from dockyard.engine.container import Container, ContainerPaths, ContainerRepo
+from dockyard.engine.container import Container, ContainerPaths, ContainerRepo, resolve_waiters
 from dockyard.engine.ports import ImageLookup, RootfsDriver
 from dockyard.engine.signals import parse_signal
 from dockyard.engine.spec_builder import build_container_spec
@@ -130,10 +130,7 @@ class Lifecycle:
         c.state.exit_code = code
         c.state.error = text
         c.state.finished_at = c.state.finished_at or 0.0
-        with contextlib.suppress(DockyardError):
-            await self.d.runtime.delete(c.id)
-        with contextlib.suppress(DockyardError, OSError):
-            await self.d.rootfs.unmount(c.id)
+        await self._release(c)
         self.d.repo.save(c)
         for fut in c.live.pre_start:
             if not fut.done():
@@ -166,9 +163,7 @@ class Lifecycle:
     async def _on_exit(self, c: Container, status: ExitStatus) -> None:
         ran_for = status.finished_at - c.state.started_at
         # Clean up before the state says "exited": a client that sees it may remove the container at once.
-        await asyncio.gather(
-            self._quietly(self._delete_runtime_state(c)), self._quietly(self.d.rootfs.unmount(c.id))
-        )
+        await self._release(c)
         c.state.status = st.EXITED
         c.state.pid = 0
         c.state.exit_code = status.exit_code
@@ -176,11 +171,17 @@ class Lifecycle:
         c.state.oom_killed = status.oom_killed
         self.d.repo.save(c)
         c.live.stopped.set()
-        _resolve(c.live.exit_waiters, status.exit_code)
+        resolve_waiters(c.live.exit_waiters, status.exit_code)
         if self._should_restart(c, ran_for):
             self._schedule_restart(c, ran_for)
         elif c.host_config.get("AutoRemove"):
             await self._auto_remove(c)
+
+    async def _release(self, c: Container) -> None:
+        """Best-effort: the runtime's state and bundle, and the rootfs mount, of a container that stopped."""
+        await asyncio.gather(
+            self._quietly(self._delete_runtime_state(c)), self._quietly(self.d.rootfs.unmount(c.id))
+        )
 
     async def _delete_runtime_state(self, c: Container) -> None:
         """Runtime state and bundle go together: a bundle on disk means the runtime may know the container."""
@@ -193,7 +194,7 @@ class Lifecycle:
         try:
             await step
         except (DockyardError, OSError) as exc:
-            log.warning("cleanup after exit: %s", exc)
+            log.warning("cleanup of a stopped container: %s", exc)
 
     def _should_restart(self, c: Container, ran_for: float) -> bool:
         """Docker's restart manager: always / unless-stopped / on-failure[:N]."""
@@ -312,6 +313,18 @@ class Lifecycle:
             c.live.exit_on_next = False
             await self._start_locked(c)
 
+    async def halt_locked(self, c: Container) -> None:
+        """Make sure nothing runs or restarts: cancel a pending restart, kill a running (or paused) process
+        and await its exit. The caller holds the container's lock (removal)."""
+        if c.state.status == st.RESTARTING:
+            self._cancel_restart(c)
+        if not c.state.running:
+            return
+        c.live.exit_on_next = True
+        exited = self._exit_future(c)
+        await self._signal(c, signals.SIGKILL)
+        await exited
+
     def _cancel_restart(self, c: Container) -> None:
         if c.live.restart_timer is not None:
             c.live.restart_timer.cancel()
@@ -411,8 +424,7 @@ class Lifecycle:
                 await self.d.runtime.kill(c.id, signals.SIGKILL)
             with contextlib.suppress(TimeoutError, DockyardError):
                 await asyncio.wait_for(self.d.runtime.wait(c.id), 10)
-        await self._quietly(self.d.runtime.delete(c.id))
-        await self._quietly(self.d.rootfs.unmount(c.id))
+        await self._release(c)
 
     def _restart_at_boot(self, c: Container) -> bool:
         name = (c.host_config.get("RestartPolicy") or {}).get("Name") or "no"
@@ -425,11 +437,3 @@ class Lifecycle:
                 c.live.monitor.cancel()
             if c.live.restart_timer is not None:
                 c.live.restart_timer.cancel()
-
-
-def _resolve(waiters: list[asyncio.Future[int]], code: int) -> None:
-    pending = list(waiters)
-    waiters.clear()
-    for fut in pending:
-        if not fut.done():
-            fut.set_result(code)

@@ -90,8 +90,3 @@ class ExitWatch:
     def cancel(self) -> None:
         """Stop watching (the container is being deleted); waiters get what is known by now."""
         self._finish()
-
-    @property
-    def alive(self) -> bool:
-        """Whether the watched process still runs."""
-        return not self.future.done()
