@@ -21,11 +21,13 @@ from dockyard.api import version
 from dockyard.api.app import App, Router
 from dockyard.api.listeners import Listener, open_listeners, serve_socket
 from dockyard.api.middleware.stack import Security
+from dockyard.api.routers import archive as archive_routes
 from dockyard.api.routers import containers as container_routes
 from dockyard.api.routers import exec as exec_routes
 from dockyard.api.routers import images as image_routes
 from dockyard.api.routers import system as system_routes
 from dockyard.config import ConfigError, DaemonConfig
+from dockyard.engine.archive import ArchiveService
 from dockyard.engine.container import ContainerPaths, ContainerRepo
 from dockyard.engine.containers import ContainerService
 from dockyard.engine.exec import ExecService
@@ -107,6 +109,7 @@ def build_app(engine: Engine, security: Security | None = None) -> App:
     system_routes.register(router, engine.system)
     container_routes.register(router, engine.containers, engine.stdio)
     exec_routes.register(router, engine.execs)
+    archive_routes.register(router, ArchiveService(engine.containers.d))
     image_routes.register(router, engine.images)
     return App(router, security.middleware if security is not None else None)
 
