@@ -23,6 +23,7 @@ from dockyard.api.listeners import Listener, open_listeners, serve_socket
 from dockyard.api.middleware.stack import Security
 from dockyard.api.routers import archive as archive_routes
 from dockyard.api.routers import containers as container_routes
+from dockyard.api.routers import events as event_routes
 from dockyard.api.routers import exec as exec_routes
 from dockyard.api.routers import images as image_routes
 from dockyard.api.routers import system as system_routes
@@ -30,6 +31,7 @@ from dockyard.config import ConfigError, DaemonConfig
 from dockyard.engine.archive import ArchiveService
 from dockyard.engine.container import ContainerPaths, ContainerRepo
 from dockyard.engine.containers import ContainerService
+from dockyard.engine.events import EventBus
 from dockyard.engine.exec import ExecService
 from dockyard.engine.image_lookup import ImageLookupAdapter
 from dockyard.engine.images import ImageService
@@ -59,6 +61,7 @@ class Engine:
     stdio: StdioService
     system: SystemService
     execs: ExecService
+    events: EventBus
 
 
 async def build_engine(cfg: DaemonConfig) -> Engine:
@@ -68,6 +71,7 @@ async def build_engine(cfg: DaemonConfig) -> Engine:
     db = Database(cfg.data_root / "dockyard.db")
     driver = cfg.storage_driver or await detect_driver(cfg.data_root)
     layers = LayerStore(cfg.data_root, db)
+    events = EventBus()
     images = ImageService(ImageStore(db, BlobStore(cfg.data_root / "blobs")), layers, driver)
     runtime_name, binary, wrapper = detect_runtime(cfg.runtime, cfg.exec_root)
     runtime = OciRuntime(wrapper or binary, runtime_name, cfg.exec_root / "runtime")
@@ -77,9 +81,11 @@ async def build_engine(cfg: DaemonConfig) -> Engine:
         images=ImageLookupAdapter(images),
         rootfs=Rootfs(cfg.data_root, driver),
         runtime=runtime,
+        events=events,
     )
     containers = ContainerService(deps, runtime_name)
     images.users = containers
+    images.events = events
     system = SystemService(
         _Counts(containers, images),
         data_root=cfg.data_root,
@@ -88,7 +94,7 @@ async def build_engine(cfg: DaemonConfig) -> Engine:
         min_api=version.MIN_VERSION,
         max_api=version.MAX_VERSION,
     )
-    return Engine(db, images, containers, StdioService(containers), system, ExecService(containers))
+    return Engine(db, images, containers, StdioService(containers), system, ExecService(containers), events)
 
 
 class _Counts:
@@ -111,6 +117,7 @@ def build_app(engine: Engine, security: Security | None = None) -> App:
     exec_routes.register(router, engine.execs)
     archive_routes.register(router, ArchiveService(engine.containers.d))
     image_routes.register(router, engine.images)
+    event_routes.register(router, engine.events)
     return App(router, security.middleware if security is not None else None)
 
 

@@ -73,6 +73,7 @@ class ContainerService:
             shutil.rmtree(self.d.paths.dir(c.id), ignore_errors=True)
             raise
         c.live.stopped.set()
+        self.d.events.container(c, "create")
         return {"Id": c.id, "Warnings": []}
 
     async def start(self, ref: str) -> None:
@@ -195,7 +196,9 @@ class ContainerService:
         async with c.live.lock:
             if c.name == full:
                 raise InvalidParameter("Renaming a container with the same name as its current name")
+            old = c.name
             self.repo.rename(c, full)
+            self.d.events.container(c, "rename", oldName=old)
 
     async def remove(self, ref: str, *, force: bool, volumes: bool) -> None:
         """Delete a container (a running one only with force)."""
@@ -218,6 +221,7 @@ class ContainerService:
             await asyncio.to_thread(shutil.rmtree, self.d.paths.bundle(c.id), True)
         await self.d.rootfs.remove(c.id)  # unmounts first
         self.repo.delete(c)
+        self.d.events.container(c, "destroy")
         await asyncio.to_thread(shutil.rmtree, self.d.paths.dir(c.id), True)
         resolve_waiters(c.live.removed_waiters, c.state.exit_code)
         resolve_waiters(c.live.exit_waiters, c.state.exit_code)  # an exit that can no longer come
@@ -242,6 +246,7 @@ class ContainerService:
             except DockyardError:
                 continue
             deleted.append(c.id)
+        self.d.events.emit("container", "prune", attributes={"reclaimed": str(reclaimed)})
         return {"ContainersDeleted": deleted or None, "SpaceReclaimed": reclaimed}
 
 

@@ -138,6 +138,7 @@ class ExecService:
         e = Exec(secrets.token_hex(32), c.id, config)
         run.execs[e.id] = e
         self._by_id[e.id] = e
+        self._event(e, "exec_create: " + _command(config))
         return {"Id": e.id}
 
     def get(self, exec_id: str) -> Exec:
@@ -197,6 +198,7 @@ class ExecService:
         c = self.containers.get(e.container_id)
         try:
             _check_running(c)
+            self._event(e, "exec_start: " + _command(e.config))
             setup = ExecSetup(e.id, self._process(c, e.config), attach_stdin, e.config.console_size)
             process = await self.containers.d.runtime.exec(c.id, setup)
         except DockyardError:
@@ -215,7 +217,16 @@ class ExecService:
         if process.failure is not None:
             code = failure_exit_code(e.config.cmd[0], process.failure)
         e.exit_code = code
+        if e.running:  # attached execs come here twice: report the exit once
+            self._event(e, "exec_die", exitCode=str(code))
         e.running = False
+
+    def _event(self, e: Exec, action: str, **extra: str) -> None:
+        try:
+            c = self.containers.get(e.container_id)
+        except NotFound:
+            return  # gone with its container
+        self.containers.d.events.container(c, action, execID=e.id, **extra)
 
     async def _drain(self, e: Exec, process: ExecProcess) -> None:
         try:
@@ -274,6 +285,11 @@ class ExecService:
         if run is not None and run.started_at == c.state.started_at:
             run.base = base
         return base
+
+
+def _command(cfg: ExecConfig) -> str:
+    """The command as dockerd writes it in exec events: entrypoint, a space, the arguments."""
+    return cfg.cmd[0] + " " + " ".join(cfg.cmd[1:])
 
 
 def _check_running(c: Container) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, NotRequired, Protocol, TypedDict
 
 from dockyard.engine.changes import apply_changes
+from dockyard.engine.events import EventBus
 from dockyard.engine.filters import Filters
 from dockyard.engine.image_list import ImageSummary, list_summaries, parse_time, summary_created
 from dockyard.errors import Conflict, InvalidParameter, NotFound, Unsupported
@@ -125,6 +126,13 @@ class ImageService:
         self._layers = layers
         self._driver = driver
         self.users: ImageUsers = users or _NoUsers()
+        self.events = EventBus()  # the daemon's shared bus is set by the composition root
+
+    def _event(self, image_id: str, action: str, name: str = "") -> None:
+        """An image event with dockerd's attributes: the image's labels while it exists, and ``name``."""
+        exists = self._images.get(image_id) is not None
+        labels = (self._images.config(image_id).get("config") or {}).get("Labels") if exists else None
+        self.events.image(image_id, action, name or image_id, labels)
 
     # -- lookups -------------------------------------------------------------------------------
 
@@ -197,10 +205,12 @@ class ImageService:
         config = apply_changes({}, changes or [])
         os_name, arch = _platform(platform)
         layer = await self._layers.import_stream(stream)
-        return self.create_image(
+        image_id = self.create_image(
             layer, config, comment=message or "Imported from -", os_name=os_name, arch=arch,
             refs=[str(target)] if target else [],
         )  # fmt: skip
+        self._event(image_id, "import")
+        return image_id
 
     def create_image(
         self,
@@ -300,7 +310,14 @@ class ImageService:
     def tag(self, ref: str, repo: str, tag: str | None = None) -> None:
         """``POST /images/{name}/tag``."""
         record = self.resolve(ref)
-        self._images.add_reference(str(parse_repo_tag(repo, tag)), record.id)
+        target = parse_repo_tag(repo, tag)
+        self._images.add_reference(str(target), record.id)
+        self._event(record.id, "tag", target.familiar())
+
+    def _untag(self, image_id: str, named: str, records: list[DeleteItem]) -> None:
+        self._images.remove_reference(named)
+        records.append({"Untagged": _familiar(named)})
+        self._event(image_id, "untag")
 
     # -- removal -----------------------------------------------------------------------------------
 
@@ -322,16 +339,14 @@ class ImageService:
                     f"{users[0][0][:12]} is using its referenced image {_short(record.id)}"
                 )
             named = str(parse_normalized(ref).with_default_tag())
-            self._images.remove_reference(named)
-            records.append({"Untagged": _familiar(named)})
+            self._untag(record.id, named, records)
             if self._images.references(record.id):
                 return records
             quiet = True
         elif _single_repository(self._images.references(record.id)):
             self._check_conflict(record.id, hard_only=force, skip_refs=True)
             for named, _ in self._images.references(record.id):
-                self._images.remove_reference(named)
-                records.append({"Untagged": _familiar(named)})
+                self._untag(record.id, named, records)
         await self._delete(record, records, force, quiet)
         return records
 
@@ -364,10 +379,10 @@ class ImageService:
                 return
             raise
         for named, _ in self._images.references(record.id):
-            self._images.remove_reference(named)
-            records.append({"Untagged": _familiar(named)})
+            self._untag(record.id, named, records)
         self._images.delete(record.id)
         records.append({"Deleted": record.id})
+        self._event(record.id, "delete")
         for chain in await self._release_layers(record.top_layer):
             records.append({"Deleted": chain})
 
@@ -412,6 +427,7 @@ class ImageService:
                 continue
             deleted += items
             reclaimed += record.size
+        self.events.emit("image", "prune", attributes={"reclaimed": str(reclaimed)})
         return {"ImagesDeleted": deleted or None, "SpaceReclaimed": reclaimed}
 
 

@@ -13,10 +13,11 @@ import shutil
 import signal as signals
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dockyard.engine import state as st
 from dockyard.engine.container import Container, ContainerPaths, ContainerRepo, resolve_waiters
+from dockyard.engine.events import EventBus
 from dockyard.engine.ports import ImageLookup, RootfsDriver
 from dockyard.engine.signals import parse_signal
 from dockyard.engine.spec_builder import build_container_spec
@@ -39,6 +40,7 @@ class LifecycleDeps:
     images: ImageLookup
     rootfs: RootfsDriver
     runtime: Runtime
+    events: EventBus = field(default_factory=EventBus)
 
 
 def classify_start_failure(command: str, message: str) -> tuple[int, str]:
@@ -111,6 +113,7 @@ class Lifecycle:
         c.has_run = True
         c.live.stopped.clear()
         d.repo.save(c)
+        d.events.container(c, "start")
         c.live.monitor = asyncio.create_task(self._monitor(c))
 
     async def _create(self, setup: ContainerSetup) -> int:
@@ -170,6 +173,9 @@ class Lifecycle:
         c.state.finished_at = status.finished_at
         c.state.oom_killed = status.oom_killed
         self.d.repo.save(c)
+        self.d.events.container(
+            c, "die", exitCode=str(status.exit_code), execDuration=str(int(max(ran_for, 0)))
+        )
         c.live.stopped.set()
         resolve_waiters(c.live.exit_waiters, status.exit_code)
         if self._should_restart(c, ran_for):
@@ -266,15 +272,13 @@ class Lifecycle:
         exited = self._exit_future(c)
         with contextlib.suppress(DockyardError):
             await self._signal(c, stop_signal)
-        if timeout < 0:
-            await exited
-            return
         try:
-            await asyncio.wait_for(asyncio.shield(exited), timeout)
+            await asyncio.wait_for(asyncio.shield(exited), timeout if timeout >= 0 else None)
         except TimeoutError:
             with contextlib.suppress(DockyardError):
                 await self._signal(c, signals.SIGKILL)
             await exited
+        self.d.events.container(c, "stop")
 
     async def kill(self, ref: str, signal: str | None) -> None:
         """Send a signal (default SIGKILL); 409 when not running."""
@@ -294,6 +298,7 @@ class Lifecycle:
                 await exited  # Docker returns from kill -9 once the container is gone
 
     async def _signal(self, c: Container, number: int) -> None:
+        self.d.events.container(c, "kill", signal=str(number))  # before the exit it may cause (its die)
         await self.d.runtime.kill(c.id, number)
         if c.state.status == st.PAUSED and number == signals.SIGKILL:
             # A frozen task acts on SIGKILL only once thawed (cgroup v1 freezer).
@@ -312,6 +317,7 @@ class Lifecycle:
             c.manually_stopped = False
             c.live.exit_on_next = False
             await self._start_locked(c)
+            self.d.events.container(c, "restart")
 
     async def halt_locked(self, c: Container) -> None:
         """Make sure nothing runs or restarts: cancel a pending restart, kill a running (or paused) process
@@ -340,6 +346,7 @@ class Lifecycle:
             await self.d.runtime.pause(c.id)
             c.state.status = st.PAUSED
             self.d.repo.save(c)
+            self.d.events.container(c, "pause")
 
     async def unpause(self, ref: str) -> None:
         """Thaw a paused container."""
@@ -349,6 +356,7 @@ class Lifecycle:
             await self.d.runtime.resume(c.id)
             c.state.status = st.RUNNING
             self.d.repo.save(c)
+            self.d.events.container(c, "unpause")
 
     # -- wait ---------------------------------------------------------------------------------------------
     def wait(self, ref: str, condition: str) -> asyncio.Future[int]:

@@ -51,8 +51,11 @@ class StdioService:
         return c, records
 
     def attach_target(self, ref: str) -> Container:
-        """The container an attach names (404 now, before the connection is taken over)."""
-        return self.containers.get(ref)
+        """The container an attach names (404 now, before the connection is taken over); reports the
+        attach (dockerd does so before the stream, so ``docker run`` shows create, attach, start)."""
+        c = self.containers.get(ref)
+        self.containers.d.events.container(c, "attach")
+        return c
 
     async def attach(self, c: Container) -> AttachStream:
         """The container's live stdio (waits for the start of a created container)."""
@@ -66,6 +69,7 @@ class StdioService:
             raise InvalidParameter("height and width must be positive")
         if c.tty:
             await self.containers.d.runtime.resize(c.id, height, width)
+        self.containers.d.events.container(c, "resize", height=str(height), width=str(width))
 
     async def top(self, ref: str, ps_args: str) -> dict[str, Any]:
         """``ps`` on the host, limited to the container's processes."""
@@ -79,6 +83,7 @@ class StdioService:
         out, err = await proc.communicate()
         if proc.returncode != 0:
             raise InvalidParameter(f"ps: {err.decode(errors='replace').strip()}")
+        self.containers.d.events.container(c, "top")
         return parse_ps(out.decode(errors="replace"), pids)
 
 
