@@ -35,6 +35,15 @@ MAX_HEADERS = 200
 # between keep-alive requests for IDLE_TIMEOUT: a peer that connects and sends nothing holds nothing for long.
 HEAD_TIMEOUT = 30.0
 IDLE_TIMEOUT = 120.0
+# A request answered before its streamed body was in (refused, or its handler failed first) leaves the rest
+# of the body on the way. As Go's net/http server (dockerd): a rest of at most DISCARD_LIMIT bytes is read
+# and dropped and the connection goes on; a larger or unknown rest ends the connection after the answer
+# ("Connection: close"). Closing with unread input makes the kernel reset the connection, which can destroy
+# the answer before the client read it, so the close lingers (Go: closeWriteAndWait): our side sends its
+# FIN, and what the client still sends is read and dropped until it closes too, or for LINGER seconds.
+DISCARD_LIMIT = 256 * 1024
+LINGER = 1.0
+_CLOSE = b"Connection: close\r\n"
 
 STATUS_TEXT = {
     101: "UPGRADED",
@@ -54,6 +63,10 @@ STATUS_TEXT = {
     501: "Not Implemented",
     503: "Service Unavailable",
 }
+
+
+class _Closing(Exception):
+    """Raised in a parser callback to stop parsing a connection that is closing."""
 
 
 class HttpConnection(asyncio.Protocol):
@@ -83,7 +96,13 @@ class HttpConnection(asyncio.Protocol):
         self._current: Request | None = None
         self._body_parts: list[bytes] = []
         self._body_len = 0
-        self._streamed = False
+        self._streamed = False  # the request being received has a streamed body
+        self._stream: asyncio.StreamReader | None = None  # where it goes (None: dropped, or not streamed)
+        self._body_left: int | None = None  # of a streamed body, still to come (None: chunked, unknown)
+        self._active: Request | None = None  # the request being answered
+        self._hang_up = False  # the answer says "Connection: close": the connection ends after it
+        self._closing = False  # answered for the last time; input is read and dropped until the close
+        self._linger: asyncio.TimerHandle | None = None
         self._pending: collections.deque[Request] = collections.deque()
         self._busy = False
         self._raw: RawStream | None = None
@@ -107,14 +126,21 @@ class HttpConnection(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+        self._gone()
+
+    def _gone(self) -> None:
+        """Nothing more can be sent to the client nor read from it: wake whatever waits on either."""
         if not self.closed.done():
             self.closed.set_result(None)
         if not self.input_ended.done():
             self.input_ended.set_result(None)
         if self._raw is not None:
             self._raw.reader.feed_eof()
-        if self._current is not None and self._current.body_stream is not None:
-            self._current.body_stream.feed_eof()
+        if self._stream is not None:
+            self._stream.feed_eof()
         self._wake_drainers(ClientGone())
 
     def pause_writing(self) -> None:
@@ -125,6 +151,8 @@ class HttpConnection(asyncio.Protocol):
         self._wake_drainers(None)
 
     def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return  # read only so that the close is not a reset
         if self._raw is not None:
             self._raw.reader.feed_data(data)
             return
@@ -139,7 +167,9 @@ class HttpConnection(asyncio.Protocol):
         except httptools.HttpParserCallbackError as exc:
             # llhttp wraps what our callbacks raise; the limits travel as the wrapped exception
             inner = exc.__context__
-            if isinstance(inner, TooLarge):
+            if isinstance(inner, _Closing):
+                pass
+            elif isinstance(inner, TooLarge):
                 self._reject(inner)
             else:
                 log.error("HTTP callback failed", exc_info=inner or exc)
@@ -152,14 +182,18 @@ class HttpConnection(asyncio.Protocol):
             # A hijacked client half-closes when its stdin ends; output must keep flowing.
             self._raw.reader.feed_eof()
             return True
-        if self._current is not None and self._current.body_stream is not None:
-            self._current.body_stream.feed_eof()
+        if self._closing:
+            return False  # the client read the answer and closed: the lingering close is over
+        if self._stream is not None:
+            self._stream.feed_eof()
         if not self.input_ended.done():
             self.input_ended.set_result(None)
         return self._busy  # keep the write side open for a response in progress
 
     # -- httptools callbacks ---------------------------------------------------------------------------
     def on_message_begin(self) -> None:
+        if self._closing:  # a request pipelined after the one that ended the connection: stop parsing
+            raise _Closing()
         self._arm_timer(self._head_timeout)
         self._url = b""
         self._headers = {}
@@ -190,15 +224,28 @@ class HttpConnection(asyncio.Protocol):
         self._current = req
         self._streamed = self.app.route(req)
         if self._streamed:
-            req.body_stream = asyncio.StreamReader(limit=2**20)
-            req.body_stream.set_transport(self.transport)
+            self._stream = req.body_stream = asyncio.StreamReader(limit=2**20)
+            self._stream.set_transport(self.transport)
+            self._body_left = self._content_length()
             self._enqueue(req)
+        elif "content-length" in self._headers and (self._content_length() or 0) > self.app.max_body():
+            raise TooLarge("request body too large")  # at once: no need to wait for a body that is refused
+
+    def _content_length(self) -> int | None:
+        """The declared body length; None for a chunked body (llhttp validated the framing headers)."""
+        if "transfer-encoding" in self._headers:
+            return None
+        try:
+            return int(self._headers.get("content-length", "0"))
+        except ValueError:
+            return None
 
     def on_body(self, body: bytes) -> None:
-        req = self._current
-        assert req is not None
-        if req.body_stream is not None:
-            req.body_stream.feed_data(body)
+        if self._streamed:
+            if self._body_left is not None:
+                self._body_left -= len(body)
+            if self._stream is not None:  # else the request was answered without it: dropped
+                self._stream.feed_data(body)
             return
         self._body_len += len(body)
         if self._body_len > self.app.max_body():
@@ -208,8 +255,10 @@ class HttpConnection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         req = self._current
         assert req is not None
-        if req.body_stream is not None:
-            req.body_stream.feed_eof()
+        if self._streamed:
+            if self._stream is not None:
+                self._stream.feed_eof()
+            self._stream = None
             self._current = None
             return
         req.body = b"".join(self._body_parts)
@@ -218,6 +267,8 @@ class HttpConnection(asyncio.Protocol):
 
     # -- dispatch ---------------------------------------------------------------------------------------
     def _enqueue(self, req: Request) -> None:
+        if self._closing:
+            return  # pipelined after a request that ended the connection
         if self._busy:
             self._pending.append(req)
             if len(self._pending) > 16:
@@ -227,6 +278,7 @@ class HttpConnection(asyncio.Protocol):
 
     def _run(self, req: Request) -> None:
         self._busy = True
+        self._active = req
         self._keep_alive = req.keep_alive
         self._head_only = req.method == "HEAD"
         result = self.app.handle(req)
@@ -260,6 +312,15 @@ class HttpConnection(asyncio.Protocol):
     def _finish(self) -> None:
         self._busy = False
         self.streaming = False
+        if self._closing:
+            return
+        unread = self._streamed and self._unread_body()
+        self._active = None
+        if unread:
+            if not self._keep_alive or not self._may_drop_rest():
+                self._close_lingering()
+                return
+            self._drop_rest()
         if not self._keep_alive or (self.input_ended.done() and not self._pending):
             self.transport.close()
             return
@@ -269,6 +330,50 @@ class HttpConnection(asyncio.Protocol):
             self._run(self._pending.popleft())
         elif self._deadline is None and not self.closed.done():
             self._arm_timer(self._idle_timeout)
+
+    # -- a body left unread -----------------------------------------------------------------------------
+    def _unread_body(self) -> bool:
+        """The request being answered still has streamed body on the way that its handler did not read."""
+        return self._active is not None and self._active is self._current and self._streamed
+
+    def _may_drop_rest(self) -> bool:
+        if self._body_left is None or self._body_left > DISCARD_LIMIT or self._current is None:
+            return False
+        # A client waiting for "100 Continue" may never send the body after an answer: what follows could be
+        # its next request, not the rest of this one (Go closes then too).
+        return "100-continue" not in self._current.headers.get("expect", "").lower()
+
+    def _closes_after_answer(self) -> bool:
+        """Decide, as the answer's head goes out, whether the connection survives an unread body."""
+        if self._unread_body() and not self._may_drop_rest():
+            self._keep_alive = False
+            self._hang_up = True
+        return self._hang_up
+
+    def _drop_rest(self) -> None:
+        """Read and drop the small rest of an answered request's body; the next request follows it."""
+        stream, self._stream = self._stream, None
+        if self._current is not None:
+            self._current.body_stream = None  # its handler is done: what it left buffered goes now
+        if stream is not None:
+            stream.feed_eof()
+        self.transport.resume_reading()  # the body stream may have stopped reading when its buffer filled
+
+    def _close_lingering(self) -> None:
+        """End the connection after what was written without resetting it (see LINGER)."""
+        if self._closing:
+            return
+        self._closing = True
+        self._gone()  # nothing more is written, and handlers waiting on the client stop
+        self._stream = None
+        self._pending.clear()
+        self._arm_timer(None)
+        if self.transport.is_closing():
+            return
+        self.transport.resume_reading()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()  # after what is buffered: the client reads the answer, then EOF
+        self._linger = asyncio.get_running_loop().call_later(LINGER, self.transport.close)
 
     # -- writing ----------------------------------------------------------------------------------------
     def _head(self, status: int, headers: list[tuple[str, str]], date: bool = True) -> bytearray:
@@ -292,10 +397,12 @@ class HttpConnection(asyncio.Protocol):
             if resp.status not in (204, 304):
                 headers.append(("Content-Length", str(len(resp.body))))
             resp.encoded_head = head = bytes(self._head(resp.status, headers, date=False))
+        closing = (self._streamed or self._hang_up) and self._closes_after_answer()
+        tail = _CLOSE + _date_header() if closing else _date_header()
         if resp.status in (204, 304) or self._head_only:
-            self.transport.write(b"%b%b\r\n" % (head, _date_header()))
+            self.transport.write(b"%b%b\r\n" % (head, tail))
         else:
-            self.transport.write(b"%b%b\r\n%b" % (head, _date_header(), resp.body))
+            self.transport.write(b"%b%b\r\n%b" % (head, tail, resp.body))
 
     async def start_stream(
         self, status: int, content_type: str, extra: list[tuple[str, str]]
@@ -304,6 +411,8 @@ class HttpConnection(asyncio.Protocol):
         self.streaming = True
         headers = [("Content-Type", content_type), ("Transfer-Encoding", "chunked"), *extra]
         out = self._head(status, headers)
+        if self._closes_after_answer():
+            out += _CLOSE
         out += b"\r\n"
         if not self.closed.done():
             self.transport.write(out)
@@ -380,8 +489,9 @@ class HttpConnection(asyncio.Protocol):
     def _reject(self, exc: DockyardError) -> None:
         """Answer a request that could not be parsed (status from the one error table) and hang up."""
         self._head_only = False
+        self._hang_up = True
         self.write_response(error_response(exc))
-        self.transport.close()
+        self._close_lingering()
 
 
 _date_cache: tuple[int, bytes] = (0, b"")
