@@ -130,11 +130,6 @@ def test_a_confined_user_copies_into_its_own_container(pd: PolicyDaemon) -> None
         pd.cli("rm", mine)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="owner isolation in api/middleware/authz.py confines operations named Container*; "
-    "PutContainerArchive is not, so a confined user can write into others' containers",
-)
 def test_a_confined_user_cannot_write_into_another_users_container(pd: PolicyDaemon) -> None:
     theirs = pd.as_user(OTHER, "create", "busybox", "true", check=True).stdout.strip()
     try:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Daemon
+from tests.conftest import Daemon, poll
 
 pytestmark = pytest.mark.root
 
@@ -38,7 +38,8 @@ def test_relative_audit_path_is_taken_from_the_start_directory(seed_root: Path) 
         os.chdir(old)
     try:
         d.cli("ps")
-        assert (base / "rel-audit.log").read_text().count('"operation":"ContainerList"') >= 1
+        log = base / "rel-audit.log"
+        poll(lambda: log.read_text().count('"operation":"ContainerList"') >= 1, what="the ps record")
     finally:
         d.cleanup()
         shutil.rmtree(d.base, ignore_errors=True)

@@ -111,8 +111,15 @@ class PolicyDaemon(Daemon):
         return proc
 
     def records(self) -> list[dict[str, object]]:
-        time.sleep(0.1)  # read-call records are buffered for one loop turn
-        return [json.loads(line) for line in self.audit.read_text().splitlines()]
+        """The audit records once the log has settled: reads' records reach the writer process in batches
+        (``audit_pipe.BATCH_DELAY``), so wait until two reads a batch apart agree."""
+        before, deadline = None, time.monotonic() + 10
+        while True:
+            time.sleep(0.15)
+            text = self.audit.read_text()
+            if text == before or time.monotonic() > deadline:
+                return [json.loads(line) for line in text.splitlines()]
+            before = text
 
 
 def _base() -> Path:

@@ -7,27 +7,49 @@ import itertools
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from dockyard.api.middleware.ratelimit import RateLimiter
 from dockyard.errors import TooManyRequests
-from dockyard.security.audit import GENESIS, AuditLog, line_hash, log_files, read_records, verify
+from dockyard.security.audit import GENESIS, ChainFile, line_hash, log_files, read_records, verify
+from dockyard.security.audit_pipe import AuditLog
+from dockyard.security.audit_writer import Record
+from dockyard.security.identity import Identity
 from dockyard.security.policy import Limits
+
+CALLER = Identity("unix", uid=0, gid=0, pid=1, user="root").audit_json
+
+
+def _record(i: int, durable: bool = False, path: str = "") -> Record:
+    now = time.monotonic()
+    shared = ("start" if durable else "done", CALLER, "POST" if durable else "GET", path or f"/x/{'x' * 50}",
+              "SystemPing", str(i), ("allow", "admins", ""))  # fmt: skip
+    if durable:
+        return (*shared, f"{i:x}", None, None, None, now)
+    return (*shared, f"{i:x}", 200, 2, now - 0.001, now)
 
 
 def _write(path: Path, n: int, max_bytes: int = 64 << 20, start: int = 0) -> None:
+    """Records ``start`` .. ``start+n-1`` through the daemon's side and a real writer process."""
+
     async def main() -> None:
         log = AuditLog(path, max_bytes=max_bytes)
-        log.open(asyncio.get_running_loop())
+        await log.open()
         for i in range(start, start + n):
-            fut = log.record({"n": i, "pad": "x" * 50}, durable=i % 7 == 0)
-            if fut is not None:
-                await fut
-        await asyncio.to_thread(log.close)
+            if i % 7 == 0:
+                await log.add_durable(_record(i, durable=True))
+            else:
+                log.add(_record(i))
+        await log.close()
 
     asyncio.run(main())
+
+
+def _numbers(path: Path) -> list[int]:
+    return [int(r["target"]) for r in read_records(path)]
 
 
 def test_chain_starts_at_genesis_and_links_each_line(tmp_path: Path) -> None:
@@ -64,7 +86,7 @@ def test_rotation_keeps_the_chain_across_files(tmp_path: Path) -> None:
     files = log_files(path)
     assert len(files) > 3 and files[-1] == path and files[0].name == "audit.log.000001"
     assert verify(path).ok and verify(path).lines == 200
-    assert [r["n"] for r in read_records(path)] == list(range(200))
+    assert _numbers(path) == list(range(200))
 
 
 def _tamper(path: Path, how: str) -> None:
@@ -117,29 +139,98 @@ def test_cli_verify_and_tail(tmp_path: Path) -> None:
 
 
 def test_write_failure_is_reported_and_recovers(tmp_path: Path) -> None:
-    async def main() -> None:
-        log = AuditLog(tmp_path / "audit.log")
-        log.open(asyncio.get_running_loop())
-        fut = log.record({"n": 0}, durable=True)
-        assert fut is not None
-        await fut
-        good_fd = log._fd
-        log._fd = 10_000  # a closed descriptor: every write fails with EBADF
-        fut = log.record({"n": 1}, durable=True)
-        assert fut is not None
-        with pytest.raises(OSError):
-            await fut
-        assert log.failure is not None
-        log._fd = good_fd
-        fut = log.record({"n": 2}, durable=True)
-        assert fut is not None
-        await fut  # the retained line 1 is written first, then line 2
-        assert log.failure is None
-        await asyncio.to_thread(log.close)
-
-    asyncio.run(main())
+    chain = ChainFile(tmp_path / "audit.log")
+    chain.open()
+    chain.append('{"n":0')
+    assert chain.flush() is None
+    good_fd = chain._fd
+    chain._fd = 10_000  # a closed descriptor: every write fails with EBADF
+    chain.append('{"n":1')
+    assert isinstance(chain.flush(), OSError) and chain.failure is not None and chain.pending
+    chain._fd = good_fd
+    chain.append('{"n":2')
+    assert chain.flush() is None and chain.failure is None  # the retained line 1 went out first
+    chain.close()
     assert [r["n"] for r in read_records(tmp_path / "audit.log")] == [0, 1, 2]
     assert verify(tmp_path / "audit.log").ok
+
+
+def test_backlog_beyond_the_limit_drops_reads_and_says_so(tmp_path: Path) -> None:
+    chain = ChainFile(tmp_path / "audit.log", max_pending=100)
+    chain.open()
+    good_fd, chain._fd = chain._fd, 10_000
+    for i in range(5):
+        chain.append(f'{{"n":{i},"pad":"{"x" * 60}"')
+        chain.flush()
+    chain.append('{"n":5', durable=True)  # a record the daemon waits for is never dropped
+    chain._fd = good_fd
+    assert chain.flush() is None
+    chain.close()
+    records = list(read_records(tmp_path / "audit.log"))
+    assert [r["n"] for r in records] == [0, 5]
+    assert records[-1]["dropped_before"] == 4 and verify(tmp_path / "audit.log").ok
+
+
+@pytest.mark.parametrize(
+    "path", ['/x"y', "/a\\b", "/p%20%s%d", "/\u00e9t\u00e9", '/"},"status":1,{"', "/\x01\x7f", "/%(x)s"]
+)
+def test_client_text_cannot_break_out_of_its_field(tmp_path: Path, path: str) -> None:
+    """The path is the client's: quotes, escapes, ``%`` and control characters stay inside its string."""
+    _write(tmp_path / "a.log", 0)
+    log = tmp_path / "audit.log"
+
+    async def main() -> None:
+        audit = AuditLog(log)
+        await audit.open()
+        await audit.add_durable(_record(1, durable=True, path=path))
+        audit.add(_record(2, path=path))
+        await audit.close()
+
+    asyncio.run(main())
+    records = list(read_records(log))
+    assert [r["path"] for r in records] == [path, path]
+    assert records[1]["status"] == 200 and "status" not in records[0] and verify(log).ok
+
+
+def test_a_writer_that_dies_is_reported_and_restarted(tmp_path: Path) -> None:
+    """Mutating calls are refused while no writer runs; a new one continues the chain."""
+    log = tmp_path / "audit.log"
+
+    async def main() -> None:
+        audit = AuditLog(log)
+        await audit.open()
+        await audit.add_durable(_record(0, durable=True))
+        proc = audit._proc
+        assert proc is not None
+        proc.kill()
+        for _ in range(100):
+            if audit.failure is not None:
+                break
+            await asyncio.sleep(0.02)
+        assert audit.failure == "audit writer is not running"
+        with pytest.raises(OSError):
+            await audit.add_durable(_record(1, durable=True))
+        for _ in range(250):
+            if audit.failure is None:
+                break
+            await asyncio.sleep(0.02)
+        assert audit.failure is None and audit._proc is not None and audit._proc.pid != proc.pid
+        await audit.add_durable(_record(2, durable=True))
+        await audit.close()
+
+    asyncio.run(main())
+    assert verify(log).ok
+    assert 0 in _numbers(log) and 2 in _numbers(log)
+
+
+def test_a_writer_that_cannot_open_the_log_stops_the_start(tmp_path: Path) -> None:
+    (tmp_path / "dir").mkdir()
+
+    async def main() -> None:
+        with pytest.raises(OSError, match="did not start"):
+            await AuditLog(tmp_path / "dir").open()  # a directory, not a file
+
+    asyncio.run(main())
 
 
 def test_rate_limiter_token_bucket_and_streams() -> None:

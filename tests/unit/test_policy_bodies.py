@@ -61,7 +61,10 @@ def _route(op: str) -> Any:
                     "ContainerList": ("GET", "/containers/json"),
                     "ContainerInspect": ("GET", "/containers/{id}/json"),
                     "ExecInspect": ("GET", "/exec/{id}/json"),
-                    "ExecStart": ("POST", "/exec/{id}/start")}[op]  # fmt: skip
+                    "ExecStart": ("POST", "/exec/{id}/start"),
+                    "PutContainerArchive": ("PUT", "/containers/{id}/archive"),
+                    "ContainerArchiveInfo": ("HEAD", "/containers/{id}/archive"),
+                    "SystemEvents": ("GET", "/events")}[op]  # fmt: skip
     router.add(method, path, op, lambda r: None)
     return router.routes()[0]
 
@@ -190,15 +193,17 @@ def test_duplicate_keys_collapse_before_the_engine_parses(authz: AuthzMiddleware
     assert json_body(req)["HostConfig"] == {"Privileged": False}
 
 
-def test_others_containers_look_absent(authz: AuthzMiddleware) -> None:
+@pytest.mark.parametrize("op", ["ContainerInspect", "PutContainerArchive", "ContainerArchiveInfo"])
+def test_others_containers_look_absent(authz: AuthzMiddleware, op: str) -> None:
+    """Every route under a container's URL, whatever its operation is called."""
     for ref, absent in (("mine", False), ("theirs", True), ("bare", True), ("missing", False)):
         req = Request(_Conn(CI), "GET", f"/containers/{ref}/json", {})  # type: ignore[arg-type]
         req.params = {"id": ref}
         if absent:
             with pytest.raises(NotFound, match=f"No such container: {ref}"):
-                _run(authz, req, "ContainerInspect")
+                _run(authz, req, op)
         else:
-            _run(authz, req, "ContainerInspect")  # missing ones get the engine's own 404
+            _run(authz, req, op)  # missing ones get the engine's own 404
 
 
 def test_others_exec_instances_look_absent(authz: AuthzMiddleware) -> None:
@@ -218,6 +223,16 @@ def test_lists_are_filtered_to_the_owner(authz: AuthzMiddleware) -> None:
     _run(authz, req, "ContainerList")
     assert req.arg("all") == "1"
     assert json.loads(req.arg("filters") or "") == {"label": ["x=1", "dockyard.owner=uid:1001"]}
+
+
+def test_events_are_filtered_to_the_owner(authz: AuthzMiddleware) -> None:
+    req = Request(_Conn(CI), "GET", '/events?since=1&filters={"type":["container"]}', {})  # type: ignore[arg-type]
+    _run(authz, req, "SystemEvents")
+    assert req.arg("since") == "1"
+    assert json.loads(req.arg("filters") or "") == {
+        "type": ["container"],
+        "label": ["dockyard.owner=uid:1001"],
+    }
 
 
 def test_bad_filters_still_fail(authz: AuthzMiddleware) -> None:

@@ -96,6 +96,9 @@ class App:
     ) -> None:
         self.router = router
         self.middleware = middleware or []
+        # Bound once: the pipeline runs for every request, and a lookup per stage per request adds up.
+        self._befores = tuple(m.before for m in self.middleware)
+        self._afters = tuple(m.after for m in self.middleware)
         self._max_body = max_body
         self._ids = itertools.count(1)
         self._common = (
@@ -127,10 +130,10 @@ class App:
         route: Route | None = req.route
         started = time.monotonic()
         try:
-            for index, stage in enumerate(self.middleware):
-                pending = stage.before(req, route)
+            for index, before in enumerate(self._befores, 1):
+                pending = before(req, route)
                 if pending is not None:
-                    return self._guarded(req, route, started, self._rest(req, route, pending, index + 1))
+                    return self._guarded(req, route, started, self._rest(req, route, pending, index))
             result = self._call_handler(req, route)
             if not isinstance(result, Response):
                 return self._guarded(req, route, started, result)
@@ -152,8 +155,8 @@ class App:
     ) -> Response | None:
         """The stages after one that had to wait, then the handler."""
         await pending
-        for stage in self.middleware[next_stage:]:
-            waiting = stage.before(req, route)
+        for before in self._befores[next_stage:]:
+            waiting = before(req, route)
             if waiting is not None:
                 await waiting
         result = self._call_handler(req, route)
@@ -182,5 +185,5 @@ class App:
         return resp
 
     def _after(self, req: Request, route: Route | None, status: int, nbytes: int, started: float) -> None:
-        for stage in self.middleware:
-            stage.after(req, route, status, nbytes, started)
+        for after in self._afters:
+            after(req, route, status, nbytes, started)

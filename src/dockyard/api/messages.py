@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs
 
 from dockyard.security.identity import Identity
+from dockyard.security.policy import Decision
 
 if TYPE_CHECKING:
     from dockyard.api.http import HttpConnection
@@ -46,6 +47,7 @@ class Request:
         "body",
         "body_stream",
         "conn",
+        "decision",
         "headers",
         "keep_alive",
         "method",
@@ -73,6 +75,7 @@ class Request:
         self.version = ""
         self.request_id = ""
         self.route: Any = None
+        self.decision: Decision | None = None  # the policy's, kept for the audit record
         self._query: dict[str, list[str]] | None = None
 
     @property

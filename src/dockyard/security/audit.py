@@ -1,4 +1,4 @@
-"""Append-only, hash-chained audit log: one JSON line per API call, written off the event loop.
+"""Append-only, hash-chained audit log: the file format, the chain, rotation and verification.
 
 Each line carries ``prev``, the SHA-256 (hex) of the previous line's bytes (without its newline); the first
 line of the first file chains from :data:`GENESIS`. Rotation (by size) renames the file to ``PATH.000001``,
@@ -7,17 +7,14 @@ the rotated files and the live one as one sequence. A chain shows edits, deletio
 show that the newest lines were cut off, so operators who need that keep the head hash elsewhere
 (``dockyard audit verify`` prints it).
 
-Lines are chained and written on the event loop: the lines of one loop iteration go out in a single
-``write(2)`` to the page cache, a few microseconds. A writer thread was measured first and cost more than
-that in GIL hand-offs on every request. A caller that must not proceed unaudited (a mutating call) asks
-for a durable record and awaits its write; when writing fails, :attr:`AuditLog.failure` says why and the
-caller refuses. Unwritten bytes are kept and retried every second, so a transient failure (disk full, then
-freed) leaves the chain intact. Standard library only: a hash chain needs no dependency.
+:class:`ChainFile` is the writing side. The daemon does not use it directly: records are formatted, chained
+and written by a writer process (:mod:`dockyard.security.audit_writer`) that the daemon feeds raw values
+(:mod:`dockyard.security.audit_pipe`), because formatting and hashing a record on the serving event loop
+cost as much as serving a small request. Standard library only: a hash chain needs no dependency.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import json
@@ -32,7 +29,6 @@ from typing import Any
 log = logging.getLogger("dockyard.audit")
 
 GENESIS = "0" * 64
-RETRY_INTERVAL = 1.0  # seconds between attempts to write out lines kept after a failed write
 _ROTATED = re.compile(r"\.(\d{6})$")
 
 
@@ -52,93 +48,79 @@ def _rotation_index(p: Path) -> int | None:
     return int(m.group(1)) if m else None
 
 
-class AuditLog:
-    """The daemon's audit log. Create, :meth:`open` (blocking: call in a thread), record, :meth:`close`."""
+class ChainFile:
+    """The file side of the log, used by the writer process: chain head, appends, rotation, retries.
+
+    Synchronous on purpose: it runs in :mod:`dockyard.security.audit_writer`, a process of its own, so the
+    serving event loop never formats, hashes or writes a record.
+    """
 
     def __init__(self, path: Path, max_bytes: int = 64 << 20, max_pending: int = 16 << 20) -> None:
         self.path = path
         self.max_bytes = max_bytes
         self.max_pending = max_pending
-        self.failure: str | None = None  # set while the log cannot be written
+        self.failure: OSError | None = None  # the last write error, while the log cannot be written
         self.dropped = 0
         self._head = GENESIS
         self._lines: list[bytes] = []
-        self._futures: list[asyncio.Future[None]] = []
-        self._scheduled = False
-        self._retry: asyncio.TimerHandle | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._fd = -1
         self._size = 0
         self._pending = b""  # bytes chained but not yet on disk (kept and retried after a failed write)
         self._mid_line = False  # a partial write left the file ending inside a line
 
-    # -- lifecycle ------------------------------------------------------------------------------------
-    def open(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Find the chain's head and open the file for appending."""
-        self._loop = loop
+    @property
+    def pending(self) -> bool:
+        """Whether chained bytes wait for a retry."""
+        return bool(self._pending)
+
+    def open(self) -> None:
+        """Find the chain's head (cutting off a torn last line) and open the file for appending."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._head = _chain_head(self.path)
         self._open_fd()
 
     def close(self) -> None:
-        """Write what is buffered and close the file."""
-        self._hand_over()
-        if self._retry is not None:
-            self._retry.cancel()
-            self._retry = None
+        """Write what is chained and close the file."""
+        self.flush()
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
 
-    # -- event loop side ------------------------------------------------------------------------------
-    def record(self, entry: dict[str, Any], *, durable: bool = False) -> asyncio.Future[None] | None:
-        """Chain and queue one entry; with ``durable``, return a future done when it is on disk.
+    def append(self, body: str, *, durable: bool = False) -> None:
+        """Chain one record: ``body`` is a JSON object's text without its closing brace (adds ``prev``)."""
+        self.extend([body], [durable])
 
-        Args:
-            entry: the JSON object to log (``prev`` is added).
-            durable: the caller will wait for the write (it fails with OSError when the write fails).
+    def extend(self, bodies: list[str], durable: list[bool] | None = None) -> None:
+        """Chain records in order (see :meth:`append`); ``durable`` flags those that are never dropped.
+
+        While writing fails and the unwritten backlog is large, records that are not durable are dropped
+        before chaining (so the chain stays intact) and counted; the next chained line says how many.
+        """
+        if self.failure is not None and len(self._pending) > self.max_pending:
+            keep = durable or [False] * len(bodies)
+            self.dropped += keep.count(False)
+            bodies = [b for b, k in zip(bodies, keep, strict=True) if k]
+        if not bodies:
+            return
+        if self.dropped:
+            bodies = [f'{bodies[0]},"dropped_before":{self.dropped}', *bodies[1:]]
+            self.dropped = 0
+        head, lines, sha256 = self._head, self._lines, hashlib.sha256
+        for body in bodies:  # the writer's inner loop: kept to a format, an encode and a hash per line
+            line = f'{body},"prev":"{head}"}}'.encode()
+            head = sha256(line).hexdigest()
+            lines.append(line)
+        self._head = head
+
+    def flush(self) -> OSError | None:
+        """Write everything chained so far in one system call (plus a retry of earlier unwritten bytes).
 
         Returns:
-            The future for a durable record, else None.
+            None when all is on disk, else the error (the bytes are kept for the next flush).
         """
-        return self.record_json(json.dumps(entry, separators=(",", ":"), default=str)[:-1], durable=durable)
-
-    def record_json(self, body: str, *, durable: bool = False) -> asyncio.Future[None] | None:
-        """As :meth:`record`, for an entry already serialized: a JSON object's text without its closing
-        brace (the hot path builds it from cached fragments instead of a dict)."""
-        if not durable and self.failure is not None and len(self._pending) > self.max_pending:
-            self.dropped += 1  # dropped before chaining: the chain stays intact, the next line says so
-            return None
-        if self.dropped:
-            body += f',"dropped_before":{self.dropped}'
-            self.dropped = 0
-        line = f'{body},"prev":"{self._head}"}}'.encode()
-        self._head = line_hash(line)
-        self._lines.append(line)
-        fut: asyncio.Future[None] | None = None
-        if durable:
-            assert self._loop is not None
-            fut = self._loop.create_future()
-            self._futures.append(fut)
-        if not self._scheduled and self._loop is not None:
-            self._scheduled = True
-            self._loop.call_soon(self._hand_over)
-        return fut
-
-    def _hand_over(self) -> None:
-        """Write the lines recorded during this event-loop iteration, in one system call."""
-        self._scheduled = False
-        if not self._lines:
-            return
-        self._pending += b"\n".join(self._lines) + b"\n"
-        futures, self._lines, self._futures = self._futures, [], []
-        self._write(futures)
-
-    def _retry_write(self) -> None:
-        self._retry = None
-        self._write([])
-
-    def _write(self, futures: list[asyncio.Future[None]]) -> None:
+        if self._lines:
+            self._pending += b"\n".join(self._lines) + b"\n"
+            self._lines = []
         error: OSError | None = None
         try:
             self._maybe_rotate()
@@ -152,13 +134,9 @@ class AuditLog:
         if error is None and self.failure is not None:
             log.warning("audit log %s is writable again", self.path)
         elif error is not None and self.failure is None:
-            log.error("audit log %s cannot be written: %s; refusing mutating calls", self.path, error)
-        self.failure = None if error is None else f"{self.path}: {error.strerror or error}"
-        if self._pending and self._retry is None and self._loop is not None and not self._loop.is_closed():
-            # retry after a failure even when no new calls arrive
-            self._retry = self._loop.call_later(RETRY_INTERVAL, self._retry_write)
-        if futures:
-            _settle(futures, error)
+            log.error("audit log %s cannot be written: %s", self.path, error)
+        self.failure = error
+        return error
 
     def _maybe_rotate(self) -> None:
         if self._mid_line or self._size == 0 or self._size + len(self._pending) <= self.max_bytes:
@@ -174,16 +152,6 @@ class AuditLog:
     def _open_fd(self) -> None:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         self._size = os.fstat(self._fd).st_size
-
-
-def _settle(futures: list[asyncio.Future[None]], error: OSError | None) -> None:
-    for fut in futures:
-        if fut.done():
-            continue
-        if error is None:
-            fut.set_result(None)
-        else:
-            fut.set_exception(OSError(error.errno, error.strerror))
 
 
 def _chain_head(path: Path) -> str:

@@ -10,16 +10,20 @@ from __future__ import annotations
 import asyncio
 import grp
 import hashlib
+import json
 import pwd
 import socket
 import struct
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Identity:
-    """The caller of one connection."""
+    """The caller of one connection. Compared and hashed as an object (one per connection), not field by
+    field: caches keyed on it must never serve one connection's caller to another, and hashing by ``id`` is
+    what keeps those per-request lookups cheap."""
 
     transport: str  # "unix", "tls", "tcp"
     uid: int | None = None
@@ -31,6 +35,18 @@ class Identity:
     cert_cn: str | None = None
     cert_sans: tuple[str, ...] = field(default=())
     cert_fingerprint: str | None = None
+
+    @cached_property
+    def audit_json(self) -> str:
+        """The caller as the audit log shows it (JSON text, made once per connection)."""
+        if self.cert_cn is not None or self.cert_fingerprint is not None:
+            shown: dict[str, Any] = {"transport": self.transport, "cert_cn": self.cert_cn,
+                                     "cert_fingerprint": self.cert_fingerprint,
+                                     "cert_sans": list(self.cert_sans)}  # fmt: skip
+        else:
+            shown = {"transport": self.transport, "uid": self.uid, "gid": self.gid, "pid": self.pid,
+                     "user": self.user}  # fmt: skip
+        return json.dumps(shown, separators=(",", ":"))
 
     def describe(self) -> str:
         """A short human form for logs: ``uid=1000(alice) pid=42`` or ``cn=ci``."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,17 @@ class Decision:
         if self.would_allow:
             return "allow"
         return "deny" if not self.allowed else "audit-deny"
+
+    @cached_property
+    def audit_fields(self) -> tuple[str, str, str]:
+        """(verdict, rule, reason) as the audit record shows them; made once per (cached) decision."""
+        return (self.verdict, self.rule, self.reason)
+
+    @cached_property
+    def plain(self) -> bool:
+        """Allowed with nothing more to do: no rate limit, no confinement (most requests: one test)."""
+        limited = self.limits.requests_per_second or self.limits.concurrent_streams
+        return self.would_allow and not limited and self.owner is None
 
 
 @dataclass(frozen=True)

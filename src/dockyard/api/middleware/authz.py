@@ -19,6 +19,7 @@ from dockyard.api.app import Route
 from dockyard.api.messages import Request
 from dockyard.engine.filters import parse_filters
 from dockyard.errors import Forbidden, InvalidParameter, NotFound
+from dockyard.security.identity import Identity
 from dockyard.security.policy import OWNER_LABEL, Decision, Policy, load_policy, owner_of
 
 from .ratelimit import STREAM_OPERATIONS, RateLimiter
@@ -29,7 +30,8 @@ log = logging.getLogger("dockyard.authz")
 # (kind, reference) → the labels that carry the owner, or None when no such object exists. Kinds:
 # "container" (a container reference) and "exec" (an exec id: its container's labels).
 LabelLookup = Callable[[str, str], Mapping[str, str] | None]
-_FILTERED = ("ContainerList", "ContainerPrune")
+_FILTERED = ("ContainerList", "ContainerPrune", "SystemEvents")  # narrowed with a label filter
+_BODY_DECIDED = frozenset({"ContainerCreate", "ImageCreate"})  # decided on the body or query too
 
 
 class PolicyHolder:
@@ -59,59 +61,90 @@ class AuthzMiddleware:
         self.holder = holder
         self.labels = labels
         self.limiter = limiter or RateLimiter()
-        self.keep_decisions = False  # the audit stage collects them with pop_decision
-        self._decisions: dict[Request, Decision] = {}
         self._streams: dict[Request, str] = {}
-
-    def decision_of(self, req: Request) -> Decision | None:
-        """The decision made for a request in progress."""
-        return self._decisions.get(req)
-
-    def pop_decision(self, req: Request) -> Decision | None:
-        """The decision made for a request (removed: call once, after the request)."""
-        return self._decisions.pop(req, None)
+        # Decisions that need only the caller and the operation, per identity (one per connection), for
+        # the policy they came from: most requests are answered from here with two dictionary lookups.
+        self._decided: dict[Identity, dict[str, Decision]] = {}
+        self._decided_by: Policy | None = None
 
     def before(self, req: Request, route: Route | None) -> None:
-        """Decide, synchronously (nothing here waits); raise Forbidden, TooManyRequests or NotFound."""
+        """Decide, synchronously (nothing here waits); raise Forbidden, TooManyRequests or NotFound.
+
+        The decision is kept on the request for the audit record. This runs for every request, so the
+        common case (a cached decision, no limits, no confinement) is kept to a few lookups.
+        """
         if route is None:
             return
         op = route.operation
+        if op in _BODY_DECIDED:
+            self._decide_with_body(req, op)
+            return
+        who = req.conn.identity
+        per_caller = self._decided.get(who)
+        decision = per_caller.get(op) if per_caller is not None else None
+        if decision is None or self._decided_by is not self.holder.policy:
+            decision = self._decide(who, op)
+        req.decision = decision
+        if decision.plain:
+            return
+        if not decision.would_allow:
+            self._refuse_or_warn(req, op, decision)
+        self._limit(req, op, decision)
+        if decision.owner is not None:
+            self._confine(req, route, decision.owner)
+
+    def _decide(self, who: Identity, op: str) -> Decision:
+        policy = self.holder.policy
+        if self._decided_by is not policy or len(self._decided) >= 4096:
+            self._decided, self._decided_by = {}, policy  # reloaded (or many callers): start over
+        decision = policy.decide(who, op)
+        self._decided.setdefault(who, {})[op] = decision
+        return decision
+
+    def _decide_with_body(self, req: Request, op: str) -> None:
         body = _parse_body(req) if op == "ContainerCreate" else None
         query = req.query if op == "ImageCreate" else None
-        decision = self.holder.policy.decide(req.identity, op, body, query)
-        self._decisions[req] = decision
-        if not decision.allowed:
-            raise Forbidden(f"authorization denied by rule '{decision.rule}': {decision.reason}")
+        decision = req.decision = self.holder.policy.decide(req.conn.identity, op, body, query)
         if not decision.would_allow:
-            log.warning("audit-only: would deny %s %s by rule '%s': %s", req.identity.describe(), op,
-                        decision.rule, decision.reason)  # fmt: skip
-        key = owner_of(req.identity)
-        self.limiter.take(key, decision.limits)
-        if op in STREAM_OPERATIONS and self.limiter.open_stream(key, decision.limits):
-            self._streams[req] = key
+            self._refuse_or_warn(req, op, decision)
+        self._limit(req, op, decision)
         if body is not None:
             _confine_create(req, body, decision.owner)
-        elif decision.owner is not None:
-            self._confine(req, op, decision.owner)
+
+    def _refuse_or_warn(self, req: Request, op: str, decision: Decision) -> None:
+        if not decision.allowed:
+            raise Forbidden(f"authorization denied by rule '{decision.rule}': {decision.reason}")
+        log.warning("audit-only: would deny %s %s by rule '%s': %s", req.conn.identity.describe(), op,
+                    decision.rule, decision.reason)  # fmt: skip
+
+    def _limit(self, req: Request, op: str, decision: Decision) -> None:
+        limits = decision.limits
+        if not (limits.requests_per_second or limits.concurrent_streams):
+            return
+        key = owner_of(req.conn.identity)
+        self.limiter.take(key, limits)
+        if op in STREAM_OPERATIONS and self.limiter.open_stream(key, limits):
+            self._streams[req] = key
 
     def after(self, req: Request, route: Route | None, status: int, nbytes: int, started: float) -> None:
-        """Release the caller's stream slot; forget the decision unless the audit stage wants it."""
-        key = self._streams.pop(req, None)
-        if key is not None:
-            self.limiter.close_stream(key)
-        if not self.keep_decisions:
-            self._decisions.pop(req, None)
+        """Release the caller's stream slot."""
+        if self._streams:
+            key = self._streams.pop(req, None)
+            if key is not None:
+                self.limiter.close_stream(key)
 
-    def _confine(self, req: Request, op: str, owner: str) -> None:
-        if op in _FILTERED:
+    def _confine(self, req: Request, route: Route, owner: str) -> None:
+        if route.operation in _FILTERED:
             _add_owner_filter(req, owner)
             return
         ref = req.params.get("id")
         if ref is None:
             return
-        if op.startswith("Container"):
+        # By path, not by operation name: every route under a container's or an exec's URL is confined
+        # (PutContainerArchive, say, is a container route whose name does not start with "Container").
+        if route.pattern.startswith("/containers/{id}"):
             kind, absent = "container", f"No such container: {ref}"
-        elif op.startswith("Exec"):
+        elif route.pattern.startswith("/exec/{id}"):
             kind, absent = "exec", f"No such exec instance: {ref}"
         else:
             return
@@ -143,7 +176,8 @@ def _confine_create(req: Request, body: Any, owner: str | None) -> None:
 
 
 def _add_owner_filter(req: Request, owner: str) -> None:
-    """Narrow a list or prune to the caller's own containers (label filters are ANDed)."""
+    """Narrow a list, a prune or the event stream to the caller's own containers (label filters are
+    ANDed; events carry their container's labels)."""
     current = parse_filters(req.arg("filters"))  # the engine's own parser: same reading, same errors
     fields = {k: list(v) for k, v in current.fields.items()}
     fields["label"] = [*fields.get("label", []), f"{OWNER_LABEL}={owner}"]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from dockyard.api.app import Middleware
 from dockyard.config import DaemonConfig
-from dockyard.security.audit import AuditLog
+from dockyard.security.audit_pipe import AuditLog
 
 from .audit import AuditMiddleware
 from .authz import AuthzMiddleware, LabelLookup, PolicyHolder
@@ -58,11 +58,11 @@ class Security:
                 sec.middleware.append(authz)
             return sec
         audit = AuditLog(cfg.audit_log or cfg.data_root / "audit.log")
-        await asyncio.to_thread(audit.open, asyncio.get_running_loop())
+        await audit.open()
         sec = cls(audit, holder)
         if authz is not None:
             sec.middleware.append(authz)
-        sec.middleware.append(AuditMiddleware(audit, authz))
+        sec.middleware.append(AuditMiddleware(audit))
         return sec
 
     def reload(self) -> None:
@@ -75,4 +75,4 @@ class Security:
     async def close(self) -> None:
         """Write out the audit log and stop its writer."""
         if self.audit is not None:
-            await asyncio.to_thread(self.audit.close)
+            await self.audit.close()

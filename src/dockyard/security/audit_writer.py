@@ -1,0 +1,211 @@
+"""The audit writer process: turns the daemon's raw records into chained JSON lines on disk.
+
+The daemon (:mod:`dockyard.security.audit_pipe`) sends frames on this process's stdin and reads
+acknowledgements on its stdout. A frame is a 4-byte little-endian length and a :mod:`marshal` payload
+(``marshal`` because both ends are the same interpreter and it is the cheapest serializer there is: the
+point of this process is to keep per-request work off the serving loop):
+
+* daemon → writer: ``(batch, wall, mono, dropped, has_start, records)``; ``wall``/``mono`` are one reading
+  of both clocks, so a record's monotonic end time becomes wall-clock time here; ``dropped`` counts records
+  the daemon could not send; ``has_start`` says whether a ``start`` record (one the daemon waits for) is
+  among the records. A record is :data:`Record`.
+* writer → daemon: ``(batch, errno, message)``: every batch up to ``batch`` is on disk (``errno`` 0), or
+  writing failed. Sent once at start (batch 0: the log is open), after each read that carried a ``start``
+  record (those the daemon waits for), and whenever writing fails or recovers.
+
+The process ignores SIGINT, SIGTERM and SIGHUP: it ends when its stdin does (the daemon closed it, or died),
+after writing everything it was given, so a signal to the whole service never loses the last records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import marshal
+import os
+import select
+import signal
+import struct
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from dockyard.security.audit import ChainFile
+
+log = logging.getLogger("dockyard.audit")
+
+FRAME = struct.Struct("<I")
+RETRY_INTERVAL = 1.0  # seconds between attempts to write out lines kept after a failed write
+READ_SIZE = 1 << 20
+
+# (phase, caller JSON, method, path, operation, target, (verdict, rule, reason) or None, request_id, status,
+#  bytes, started, ended): times are the daemon's time.monotonic(); status/bytes/started are None for the
+# ``start`` record of a mutating call. What a connection's requests share comes first: the writer keys its
+# line templates on that prefix.
+Record = tuple[
+    str, str, str, str, "str | None", "str | None", "tuple[str, str, str] | None", str,
+    "int | None", "int | None", "float | None", float,
+]  # fmt: skip
+_SHARED = 7  # rec[:_SHARED] is the template key
+
+
+def frame(payload: Any) -> bytes:
+    """One frame of the pipe protocol."""
+    data = marshal.dumps(payload)
+    return FRAME.pack(len(data)) + data
+
+
+def take_frames(buf: bytearray) -> list[Any]:
+    """The complete frames at the head of ``buf`` (removed from it), decoded."""
+    out = []
+    pos = 0
+    while len(buf) - pos >= FRAME.size:
+        (size,) = FRAME.unpack_from(buf, pos)
+        end = pos + FRAME.size + size
+        if end > len(buf):
+            break
+        out.append(marshal.loads(bytes(buf[pos + FRAME.size : end])))
+        pos = end
+    del buf[:pos]
+    return out
+
+
+def _js(value: str | None) -> str:
+    """A JSON string (or null); plain ASCII, the common case, skips the encoder."""
+    if value is None:
+        return "null"
+    if value.isascii() and value.isprintable() and '"' not in value and "\\" not in value:
+        return f'"{value}"'
+    return json.dumps(value)
+
+
+def _template(key: tuple[Any, ...]) -> str:
+    """The ``%`` template of a record's JSON text (without the closing brace: the chain adds ``prev``)."""
+    phase, caller, method, path, op, target, decision = key
+    # The method is an HTTP token (the parser accepts no quotes or escapes there); phase and operation are
+    # the daemon's own; the caller was made by json.dumps. Path and target are client text.
+    fixed = (
+        f'","phase":"{phase}","caller":{caller},"method":"{method}","path":{_js(path)},'
+        f'"operation":{_js(op)},"target":{_js(target)}'
+    )
+    if decision is not None:
+        verdict, rule, reason = decision
+        fixed += f',"decision":"{verdict}","rule":{_js(rule)}'
+        if reason:
+            fixed += f',"reason":{_js(reason)}'
+    tail = ',"status":%d,"bytes":%d,"duration_ms":%.3f' if phase == "done" else ""
+    return '{"time":"%s.%06dZ","request_id":"%s' + fixed.replace("%", "%%") + tail
+
+
+class Formatter:
+    """Records to JSON texts. Requests of one connection share all but five values, so each shape's text
+    is made once and then filled in with one ``%`` (a quarter of the cost of building every line anew)."""
+
+    def __init__(self) -> None:
+        self._templates: dict[tuple[Any, ...], str] = {}
+        self._second = -1
+        self._second_text = ""
+
+    def texts(self, records: list[Record], wall: float, mono: float) -> list[str]:
+        """Each record's text, in order."""
+        templates = self._templates
+        offset = wall - mono  # monotonic → wall clock, from the daemon's reading of both
+        out: list[str] = []
+        append = out.append
+        for rec in records:
+            template = templates.get(rec[:_SHARED])
+            if template is None:
+                template = self._new_template(rec[:_SHARED])
+            t = offset + rec[11]
+            whole = int(t)
+            if whole != self._second:
+                self._second = whole
+                self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+            started = rec[10]
+            if started is None:
+                append(template % (self._second_text, int((t - whole) * 1e6), rec[7]))
+            else:
+                append(template % (self._second_text, int((t - whole) * 1e6), rec[7], rec[8], rec[9],
+                                   (rec[11] - started) * 1000))  # fmt: skip
+        return out
+
+    def _new_template(self, key: tuple[Any, ...]) -> str:
+        if len(self._templates) >= 4096:
+            self._templates.clear()
+        template = self._templates[key] = _template(key)
+        return template
+
+
+class Writer:
+    """The loop: read frames, chain their records, write them, acknowledge."""
+
+    def __init__(self, chain: ChainFile, rfd: int, wfd: int) -> None:
+        self.chain = chain
+        self.rfd = rfd
+        self.wfd = wfd
+        self._buf = bytearray()
+        self._format = Formatter()
+        self._batch = 0
+        self._reported_ok = True
+
+    def run(self) -> None:
+        """Serve until stdin ends; then write what is left and close the file."""
+        self._ack(None)
+        while True:
+            timeout = RETRY_INTERVAL if self.chain.pending else None
+            readable, _, _ = select.select([self.rfd], [], [], timeout)
+            data = os.read(self.rfd, READ_SIZE) if readable else b""
+            durable = self._take(data)
+            error = self.chain.flush()
+            if durable or (error is None) != self._reported_ok:
+                self._ack(error)
+            if readable and not data:
+                break
+        self.chain.close()
+
+    def _take(self, data: bytes) -> bool:
+        """Chain the records of every complete frame; True when one of them is a ``start`` record."""
+        self._buf += data
+        durable = False
+        for batch, wall, mono, dropped, has_start, records in take_frames(self._buf):
+            self.chain.dropped += dropped
+            starts = [rec[10] is None for rec in records] if has_start else None
+            self.chain.extend(self._format.texts(records, wall, mono), starts)
+            durable = durable or has_start
+            self._batch = batch
+        return durable
+
+    def _ack(self, error: OSError | None) -> None:
+        self._reported_ok = error is None
+        reply = (
+            (self._batch, 0, "") if error is None else (self._batch, error.errno or 5, f"{error.strerror}")
+        )
+        with contextlib.suppress(OSError):  # the daemon is gone: keep writing what it sent until stdin ends
+            os.write(self.wfd, frame(reply))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Open the log named on the command line and serve the daemon on stdin/stdout."""
+    ap = argparse.ArgumentParser(description="dockyard audit writer (started by dockyardd)")
+    ap.add_argument("path", type=Path)
+    ap.add_argument("--max-bytes", type=int, default=64 << 20)
+    ap.add_argument("--max-pending", type=int, default=16 << 20)
+    args = ap.parse_args(argv)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    logging.basicConfig(level=logging.INFO, format="audit-writer: %(levelname)s %(message)s")
+    chain = ChainFile(args.path, args.max_bytes, args.max_pending)
+    try:
+        chain.open()
+    except OSError as exc:
+        print(f"audit-writer: cannot open {args.path}: {exc}", file=sys.stderr)
+        return 1
+    Writer(chain, sys.stdin.fileno(), sys.stdout.fileno()).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
