@@ -13,7 +13,6 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from dockyard import config as configmod
@@ -36,9 +35,10 @@ from dockyard.engine.exec import ExecService
 from dockyard.engine.image_lookup import ImageLookupAdapter
 from dockyard.engine.images import ImageService
 from dockyard.engine.lifecycle import LifecycleDeps
+from dockyard.engine.owned import OwnedView
 from dockyard.engine.stdio import StdioService
 from dockyard.engine.system import SystemService
-from dockyard.errors import DockyardError, NotFound
+from dockyard.errors import DockyardError
 from dockyard.runtime.detect import cgroup_mode, detect_runtime
 from dockyard.runtime.mountns import enter_private_mountns
 from dockyard.runtime.oci import OciRuntime
@@ -121,17 +121,9 @@ def build_app(engine: Engine, security: Security | None = None) -> App:
     return App(router, security.middleware if security is not None else None)
 
 
-def _owner_labels(engine: Engine) -> Callable[[str, str], Mapping[str, str] | None]:
-    """Labels that carry an object's owner, for owner isolation: a container's, or an exec's container's."""
-
-    def labels(kind: str, ref: str) -> Mapping[str, str] | None:
-        try:
-            container_ref = engine.execs.get(ref).container_id if kind == "exec" else ref
-            return engine.containers.get(container_ref).config.get("Labels") or {}
-        except NotFound:
-            return None
-
-    return labels
+def _owner_labels(engine: Engine) -> OwnedView:
+    """The engine's objects as owner isolation sees them: containers, execs (by container), images."""
+    return OwnedView(engine.containers.repo, engine.execs, engine.images)
 
 
 async def run(cfg: DaemonConfig) -> None:

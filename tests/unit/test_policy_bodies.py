@@ -13,7 +13,7 @@ from dockyard.api.app import Router
 from dockyard.api.messages import Request
 from dockyard.api.middleware.authz import AuthzMiddleware, PolicyHolder
 from dockyard.api.params import json_body
-from dockyard.errors import DockyardError, Forbidden, InvalidParameter, NotFound
+from dockyard.errors import Conflict, DockyardError, Forbidden, InvalidParameter, NotFound
 from dockyard.security.identity import Identity
 
 CI = Identity("unix", uid=1001, gid=1001, pid=7, user="ci", group="ci")
@@ -46,13 +46,34 @@ cap_add = ["CHOWN"]
 bind_roots = ["{roots}"]
 images = ["busybox"]
 """)
-    owned = {"mine": {"dockyard.owner": "uid:1001"}, "theirs": {"dockyard.owner": "uid:0"}, "bare": {}}
-    exec_of = {"exec-mine": "mine", "exec-theirs": "theirs"}
+    return AuthzMiddleware(PolicyHolder(policy), _Owned())
 
-    def labels(kind: str, ref: str) -> dict[str, str] | None:
-        return owned.get(exec_of.get(ref, "") if kind == "exec" else ref)
 
-    return AuthzMiddleware(PolicyHolder(policy), labels)
+class _Owned:
+    """``OwnedObjects`` over fixed tables (a fake of ``engine.owned.OwnedView``)."""
+
+    def __init__(self) -> None:
+        self.labels: dict[str, dict[str, str]] = {
+            "mine": {"dockyard.owner": "uid:1001"}, "theirs": {"dockyard.owner": "uid:0"}, "bare": {}
+        }  # fmt: skip
+        self.exec_of = {"exec-mine": "mine", "exec-theirs": "theirs"}
+
+    def container(self, ref: str, owner: str) -> str:
+        if self.labels.get(ref, {}).get("dockyard.owner") != owner:
+            raise NotFound(f"No such container: {ref}")
+        return ref
+
+    def exec(self, ref: str, owner: str) -> None:
+        if ref in self.exec_of and self.labels[self.exec_of[ref]].get("dockyard.owner") != owner:
+            raise NotFound(f"No such exec instance: {ref}")
+
+    def image(self, ref: str, owner: str) -> str:
+        if "theirs" in ref:
+            raise NotFound(f"No such image: {ref}")
+        return ref
+
+    def name_holder(self, name: str) -> dict[str, str] | None:
+        return self.labels.get(name.lstrip("/"))
 
 
 def _route(op: str) -> Any:
@@ -64,6 +85,9 @@ def _route(op: str) -> Any:
                     "ExecStart": ("POST", "/exec/{id}/start"),
                     "PutContainerArchive": ("PUT", "/containers/{id}/archive"),
                     "ContainerArchiveInfo": ("HEAD", "/containers/{id}/archive"),
+                    "ContainerRename": ("POST", "/containers/{id}/rename"),
+                    "ImageInspect": ("GET", "/images/{name:path}/json"),
+                    "ImageDelete": ("DELETE", "/images/{name:path}"),
                     "SystemEvents": ("GET", "/events")}[op]  # fmt: skip
     router.add(method, path, op, lambda r: None)
     return router.routes()[0]
@@ -196,14 +220,14 @@ def test_duplicate_keys_collapse_before_the_engine_parses(authz: AuthzMiddleware
 @pytest.mark.parametrize("op", ["ContainerInspect", "PutContainerArchive", "ContainerArchiveInfo"])
 def test_others_containers_look_absent(authz: AuthzMiddleware, op: str) -> None:
     """Every route under a container's URL, whatever its operation is called."""
-    for ref, absent in (("mine", False), ("theirs", True), ("bare", True), ("missing", False)):
+    for ref, absent in (("mine", False), ("theirs", True), ("bare", True), ("missing", True)):
         req = Request(_Conn(CI), "GET", f"/containers/{ref}/json", {})  # type: ignore[arg-type]
         req.params = {"id": ref}
         if absent:
             with pytest.raises(NotFound, match=f"No such container: {ref}"):
                 _run(authz, req, op)
         else:
-            _run(authz, req, op)  # missing ones get the engine's own 404
+            _run(authz, req, op)
 
 
 def test_others_exec_instances_look_absent(authz: AuthzMiddleware) -> None:
@@ -239,3 +263,38 @@ def test_bad_filters_still_fail(authz: AuthzMiddleware) -> None:
     req = Request(_Conn(CI), "GET", "/containers/json?filters=nope", {})  # type: ignore[arg-type]
     with pytest.raises(DockyardError, match="invalid filter"):
         _run(authz, req, "ContainerList")
+
+
+TAKEN = (
+    'Conflict. The container name "/theirs" is already in use. '
+    "You have to remove (or rename) that container to be able to reuse that name."
+)
+
+
+def test_a_name_taken_by_another_owner_is_refused_without_its_id(authz: AuthzMiddleware) -> None:
+    for name in ("theirs", "/theirs"):
+        req = Request(_Conn(CI), "POST", f"/containers/create?name={name}", {})  # type: ignore[arg-type]
+        req.body = b'{"Image":"busybox"}'
+        with pytest.raises(Conflict) as info:
+            _run(authz, req)
+        assert info.value.message == TAKEN
+    for name in ("mine", "free", "bad name!"):  # its own holder, a free name, the engine's 400
+        req = Request(_Conn(CI), "POST", f"/containers/create?name={name}", {})  # type: ignore[arg-type]
+        req.body = b'{"Image":"busybox"}'
+        _run(authz, req)
+    req = Request(_Conn(CI), "POST", "/containers/mine/rename?name=theirs", {})  # type: ignore[arg-type]
+    req.params = {"id": "mine"}
+    with pytest.raises(Conflict) as info:
+        _run(authz, req, "ContainerRename")
+    assert info.value.message == TAKEN
+
+
+def test_others_images_look_absent(authz: AuthzMiddleware) -> None:
+    for op in ("ImageInspect", "ImageDelete"):
+        req = Request(_Conn(CI), "GET", "/images/theirs-img/json", {})  # type: ignore[arg-type]
+        req.params = {"name": "theirs-img"}
+        with pytest.raises(NotFound, match="No such image: theirs-img"):
+            _run(authz, req, op)
+    req = _request(b'{"Image":"busybox:theirs"}')  # a tag of an allowed repository another owner made
+    with pytest.raises(NotFound, match="No such image: busybox:theirs"):
+        _run(authz, req)

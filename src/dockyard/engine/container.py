@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,13 +134,19 @@ class ContainerRepo:
     def __len__(self) -> int:
         return len(self._by_id)
 
-    def get(self, ref: str) -> Container:
-        """By full id, name (with or without ``/``) or unique id prefix; Docker's texts otherwise."""
+    def get(self, ref: str, visible: Callable[[Container], bool] | None = None) -> Container:
+        """By full id, name (with or without ``/``) or unique id prefix; Docker's texts otherwise.
+
+        With ``visible`` (owner isolation), the others are skipped as if absent: a prefix is unique or
+        ambiguous among the visible containers only.
+        """
         c = self._by_id.get(ref) or self._by_name.get(ref if ref.startswith("/") else "/" + ref)
-        if c is not None:
+        if c is not None and (visible is None or visible(c)):
             return c
         if ref:
-            matches = [c for cid, c in self._by_id.items() if cid.startswith(ref)]
+            matches = [
+                c for cid, c in self._by_id.items() if cid.startswith(ref) and (not visible or visible(c))
+            ]
             if len(matches) == 1:
                 return matches[0]
             if len(matches) > 1:

@@ -14,6 +14,7 @@ from typing import Any
 
 from dockyard.engine.seccomp import parse_security_opts
 from dockyard.errors import InvalidParameter
+from dockyard.security.policy import OWNER_LABEL
 
 RESTART_POLICIES = ("", "no", "always", "unless-stopped", "on-failure")
 NETWORK_MODES = ("", "default", "bridge", "none", "host")
@@ -217,6 +218,9 @@ def merge_image_config(config: dict[str, Any], image: Mapping[str, Any]) -> dict
     env += [e for e in image.get("Env") or [] if e.split("=", 1)[0] not in keys]
     merged["Env"] = env
     labels = dict(image.get("Labels") or {})
+    # An image must not pre-assign its containers' owner: ``dockyard.owner`` comes from the create body only
+    # (stamped by the authorization stage for a confined caller, or an unconfined caller's explicit choice).
+    labels.pop(OWNER_LABEL, None)
     labels.update(merged.get("Labels") or {})
     merged["Labels"] = labels
     if not merged.get("Entrypoint"):

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from dockyard.engine.filters import Filters
+from dockyard.engine.image_owners import may_see
 from dockyard.errors import InvalidParameter
 from dockyard.store.images import ImageRecord, ImageStore
 from dockyard.store.reference import parse_normalized
@@ -83,9 +84,10 @@ def _reference_match(patterns: list[re.Pattern[str]], familiar: str) -> bool:
 
 
 def list_summaries(
-    service: ImageService, store: ImageStore, filters: Filters, all_images: bool
+    service: ImageService, store: ImageStore, filters: Filters, all_images: bool, viewer: str | None = None
 ) -> list[ImageSummary]:
-    """Build the filtered summaries, newest first.
+    """Build the filtered summaries, newest first; with ``viewer`` (a confined caller), only the images and
+    tags it may see (its own and unowned ones: ``engine.image_owners``).
 
     Raises:
         InvalidParameter: unknown filter or bad value.
@@ -93,13 +95,15 @@ def list_summaries(
     """
     filters.validate(_ALLOWED)
     dangling = filters.get_bool("dangling") if filters.contains("dangling") else None
-    before = [summary_created(store.config(service.resolve(r).id)) for r in filters.get("before")]
-    since = [summary_created(store.config(service.resolve(r).id)) for r in filters.get("since")]
+    before = [summary_created(store.config(service.resolve(r, viewer).id)) for r in filters.get("before")]
+    since = [summary_created(store.config(service.resolve(r, viewer).id)) for r in filters.get("since")]
     until = [parse_time(v) for v in filters.get("until")]
     patterns = [_glob(p) for p in filters.get("reference")]
     result: list[tuple[float, ImageSummary]] = []
     for record in store.all():
-        refs = store.references(record.id)
+        if not may_see(record, viewer):
+            continue
+        refs = store.references(record.id, viewer)
         tags = [parse_normalized(r).familiar() for r, digest in refs if not digest]
         digests = [parse_normalized(r).familiar() for r, digest in refs if digest]
         if dangling is not None and dangling == bool(tags):

@@ -16,7 +16,8 @@ from dockyard.engine.changes import apply_changes
 from dockyard.engine.events import EventBus
 from dockyard.engine.filters import Filters
 from dockyard.engine.image_list import ImageSummary, list_summaries, parse_time, summary_created
-from dockyard.errors import Conflict, InvalidParameter, NotFound, Unsupported
+from dockyard.engine.image_owners import check_may_change, event_labels, may_see, may_see_ref
+from dockyard.errors import Conflict, Forbidden, InvalidParameter, NotFound, Unsupported
 from dockyard.store.images import ImageRecord, ImageStore, encode_config, now_rfc3339
 from dockyard.store.layers import Layer, LayerStore
 from dockyard.store.reference import is_full_id, parse_normalized, parse_repo_tag
@@ -128,23 +129,31 @@ class ImageService:
         self.users: ImageUsers = users or _NoUsers()
         self.events = EventBus()  # the daemon's shared bus is set by the composition root
 
-    def _event(self, image_id: str, action: str, name: str = "") -> None:
-        """An image event with dockerd's attributes: the image's labels while it exists, and ``name``."""
-        exists = self._images.get(image_id) is not None
-        labels = (self._images.config(image_id).get("config") or {}).get("Labels") if exists else None
-        self.events.image(image_id, action, name or image_id, labels)
+    def _event(self, image_id: str, action: str, name: str = "", owner: str | None = None) -> None:
+        """An image event with dockerd's attributes: the image's labels while it exists, and ``name``.
+
+        ``owner`` (the tag's creator, say), else the image's recorded owner, is given as the
+        ``dockyard.owner`` label, so a confined caller's event stream shows its own images' events.
+        """
+        record = self._images.get(image_id)
+        labels = (self._images.config(image_id).get("config") or {}).get("Labels") if record else None
+        owner = owner or (record.owner if record else None)
+        self.events.image(image_id, action, name or image_id, event_labels(labels, owner))
 
     # -- lookups -------------------------------------------------------------------------------
 
-    def resolve(self, ref: str) -> ImageRecord:
+    def resolve(self, ref: str, viewer: str | None = None) -> ImageRecord:
         """Find an image by name[:tag], name@digest, full id or id prefix.
+
+        With ``viewer`` (a confined caller's owner), among what it may see only: others' images and tags
+        are skipped as if absent, so an id prefix is unique or ambiguous within the caller's images.
 
         Raises:
             NotFound: ``No such image: <ref>``.
             InvalidParameter: ``ref`` is malformed.
         """
         found = self._by_id(ref) if is_full_id(ref) else None
-        if found is not None:
+        if found is not None and may_see(found, viewer):
             return found
         try:
             parsed = parse_normalized(ref)
@@ -153,11 +162,13 @@ class ImageService:
                 raise NotFound(f"No such image: {ref}") from None
             raise
         named = parsed.with_default_tag()
-        image_id = self._images.lookup(str(named))
-        if image_id is not None:
-            return self._by_id(image_id) or self._missing(named.familiar())
+        hit = self._images.lookup_owned(str(named))
+        if hit is not None and may_see_ref(hit[1], viewer):
+            record = self._by_id(hit[0]) or self._missing(named.familiar())
+            if may_see(record, viewer):
+                return record
         if _is_hex(ref.removeprefix("sha256:")):
-            matches = self._images.search(ref)
+            matches = [m for m in self._images.search(ref) if may_see(m, viewer)]
             if len(matches) == 1:
                 return matches[0]
         return self._missing(named.familiar())
@@ -195,19 +206,27 @@ class ImageService:
         changes: list[str] | None = None,
         message: str | None = None,
         platform: str | None = None,
+        owner: str | None = None,
     ) -> str:
         """``POST /images/create?fromSrc=-``: a root filesystem tar becomes a one-layer image.
 
+        ``owner`` (a confined caller's) is recorded as the image's and the tag's owner.
+
         Returns:
             The new image's id.
+
+        Raises:
+            Forbidden: a confined caller names a tag it did not create (checked before reading the data).
         """
         target = parse_repo_tag(repo, tag) if repo else None
+        if target is not None:
+            self._check_retag(str(target), owner)
         config = apply_changes({}, changes or [])
         os_name, arch = _platform(platform)
         layer = await self._layers.import_stream(stream)
         image_id = self.create_image(
             layer, config, comment=message or "Imported from -", os_name=os_name, arch=arch,
-            refs=[str(target)] if target else [],
+            refs=[str(target)] if target else [], owner=owner,
         )  # fmt: skip
         self._event(image_id, "import")
         return image_id
@@ -223,6 +242,7 @@ class ImageService:
         os_name: str = "linux",
         arch: str | None = None,
         refs: list[str] | None = None,
+        owner: str | None = None,
     ) -> str:
         """Record an image whose filesystem is ``top`` and its parents (import, commit, build).
 
@@ -235,6 +255,7 @@ class ImageService:
             os_name: image OS.
             arch: image architecture; the host's by default.
             refs: full references to point at the image.
+            owner: the confined caller creating it (owner isolation), or None.
 
         Returns:
             The image id.
@@ -252,9 +273,11 @@ class ImageService:
             "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in chain]},
         }
         size = sum(layer.size for layer in chain)
-        image_id = self._images.create(encode_config(blob), top.chain_id if top else None, size, parent)
+        image_id = self._images.create(
+            encode_config(blob), top.chain_id if top else None, size, parent, owner
+        )
         for ref in refs or []:
-            self._images.add_reference(ref, image_id)
+            self._images.add_reference(ref, image_id, owner=owner)
         return image_id
 
     # -- queries -----------------------------------------------------------------------------------
@@ -296,7 +319,11 @@ class ImageService:
         return data
 
     def list_images(
-        self, filters: Filters | None = None, all: bool = False, digests: bool = False
+        self,
+        filters: Filters | None = None,
+        all: bool = False,
+        digests: bool = False,
+        viewer: str | None = None,
     ) -> list[ImageSummary]:
         """``GET /images/json``: ImageSummary dicts, newest first.
 
@@ -304,34 +331,57 @@ class ImageService:
             filters: before, since, dangling, label, label!, reference, until.
             all: also show intermediate images (those with children).
             digests: accepted for compatibility; ``RepoDigests`` is always filled.
+            viewer: a confined caller: only its own and unowned images and tags are listed.
         """
-        return list_summaries(self, self._images, filters or Filters(), all)
+        return list_summaries(self, self._images, filters or Filters(), all, viewer)
 
-    def tag(self, ref: str, repo: str, tag: str | None = None) -> None:
-        """``POST /images/{name}/tag``."""
-        record = self.resolve(ref)
+    def tag(self, ref: str, repo: str, tag: str | None = None, owner: str | None = None) -> None:
+        """``POST /images/{name}/tag``; a confined caller (``owner``) tags what it sees, and owns the tag.
+
+        Raises:
+            Forbidden: a confined caller would move a tag it did not create.
+        """
+        record = self.resolve(ref, owner)
         target = parse_repo_tag(repo, tag)
-        self._images.add_reference(str(target), record.id)
-        self._event(record.id, "tag", target.familiar())
+        self._check_retag(str(target), owner)
+        self._images.add_reference(str(target), record.id, owner=owner)
+        self._event(record.id, "tag", target.familiar(), owner)
+
+    def _check_retag(self, target: str, owner: str | None) -> None:
+        """A confined caller may point a tag it created, or a new one, but not move anybody else's."""
+        current = self._images.lookup_owned(target)
+        if current is not None:
+            check_may_change(current[1], owner, "tag", _familiar(target))
 
     def _untag(self, image_id: str, named: str, records: list[DeleteItem]) -> None:
+        ref_owner = self._images.reference_owners(image_id).get(named)
         self._images.remove_reference(named)
         records.append({"Untagged": _familiar(named)})
-        self._event(image_id, "untag")
+        self._event(image_id, "untag", owner=ref_owner)
 
     # -- removal -----------------------------------------------------------------------------------
 
-    async def remove(self, ref: str, force: bool = False, noprune: bool = False) -> list[DeleteItem]:
+    async def remove(
+        self, ref: str, force: bool = False, noprune: bool = False, owner: str | None = None
+    ) -> list[DeleteItem]:
         """``DELETE /images/{name}``: untag, and delete the image once nothing references it.
 
+        A confined caller (``owner``) removes only the tags and images it created.
+
         Raises:
-            NotFound: unknown image.
+            NotFound: unknown image (or one the confined caller cannot see).
+            Forbidden: a confined caller names a shared or another owner's tag or image.
             Conflict: the image is in use or referenced in several repositories.
         """
-        record = self.resolve(ref)
+        record = self.resolve(ref, owner)
         records: list[DeleteItem] = []
         quiet = False
-        if not _is_id_prefix(record.id, ref):
+        by_name = not _is_id_prefix(record.id, ref)
+        if owner is not None:
+            named = str(parse_normalized(ref).with_default_tag()) if by_name else ""
+            held = self._images.reference_owners(record.id).get(named) if by_name else record.owner
+            check_may_change(held, owner, "remove", ref)
+        if by_name:
             users = self.users.containers_using(record.id)
             if users and not force:
                 raise Conflict(
@@ -382,7 +432,7 @@ class ImageService:
             self._untag(record.id, named, records)
         self._images.delete(record.id)
         records.append({"Deleted": record.id})
-        self._event(record.id, "delete")
+        self._event(record.id, "delete", owner=record.owner)
         for chain in await self._release_layers(record.top_layer):
             records.append({"Deleted": chain})
 
@@ -401,8 +451,11 @@ class ImageService:
             removed.append(layer.chain_id)
         return removed
 
-    async def prune(self, filters: Filters | None = None) -> PruneReport:
-        """``POST /images/prune``: delete dangling (or, with ``dangling=false``, all unused) images."""
+    async def prune(self, filters: Filters | None = None, owner: str | None = None) -> PruneReport:
+        """``POST /images/prune``: delete dangling (or, with ``dangling=false``, all unused) images.
+
+        A confined caller (``owner``) prunes only images it created and whose tags are all its own.
+        """
         filters = filters or Filters()
         filters.validate({"dangling", "label", "label!", "until"})
         dangling_only = filters.get_bool("dangling", True)
@@ -410,6 +463,8 @@ class ImageService:
         deleted: list[DeleteItem] = []
         reclaimed = 0
         for record in self._images.all():
+            if owner is not None and not self._all_owned_by(record, owner):
+                continue
             refs = self._images.references(record.id)
             if (dangling_only and refs) or self.users.containers_using(record.id):
                 continue
@@ -423,12 +478,16 @@ class ImageService:
                     await self._delete(record, items, force=False, quiet=False)
                 for named, _ in refs:
                     items += await self.remove(named)
-            except Conflict:
+            except (Conflict, Forbidden):
                 continue
             deleted += items
             reclaimed += record.size
         self.events.emit("image", "prune", attributes={"reclaimed": str(reclaimed)})
         return {"ImagesDeleted": deleted or None, "SpaceReclaimed": reclaimed}
+
+    def _all_owned_by(self, record: ImageRecord, owner: str) -> bool:
+        refs = self._images.reference_owners(record.id).values()
+        return record.owner == owner and all(held == owner for held in refs)
 
 
 def _is_hex(text: str) -> bool:

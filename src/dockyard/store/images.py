@@ -2,6 +2,10 @@
 
 An image's id is the sha256 of its config JSON (stored as a blob), so equal configs are one image.
 References are stored fully qualified (``docker.io/library/busybox:latest``).
+
+Images and references may carry an *owner* (owner isolation: the ``dockyard.owner`` value of a confined
+caller that created them). It is metadata kept here, never in the config: changing the config would change
+the image id. ``None`` is unowned (seeded images, images made by unconfined callers).
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ _SCHEMA = [
         is_digest INTEGER NOT NULL DEFAULT 0
     )""",
     "CREATE INDEX image_refs_by_image ON image_refs(image_id)",
+    "ALTER TABLE images ADD COLUMN owner TEXT",
+    "ALTER TABLE image_refs ADD COLUMN owner TEXT",
 ]
 
 
@@ -53,10 +59,13 @@ class ImageRecord:
     size: int
     parent: str
     last_tag_time: str | None
+    owner: str | None = None  # who created it under owner isolation; None: unowned
 
 
 def _record(row: Any) -> ImageRecord:
-    return ImageRecord(row["id"], row["top_layer"], row["size"], row["parent"], row["last_tag_time"])
+    return ImageRecord(
+        row["id"], row["top_layer"], row["size"], row["parent"], row["last_tag_time"], row["owner"]
+    )
 
 
 class ImageStore:
@@ -68,13 +77,24 @@ class ImageStore:
         self._blobs = blobs
         db.register_schema("images", _SCHEMA)
 
-    def create(self, config_bytes: bytes, top_layer: str | None, size: int, parent: str = "") -> str:
-        """Store an image (idempotent) and return its id."""
+    def create(
+        self,
+        config_bytes: bytes,
+        top_layer: str | None,
+        size: int,
+        parent: str = "",
+        owner: str | None = None,
+    ) -> str:
+        """Store an image (idempotent) and return its id.
+
+        ``owner`` is recorded only when the image is new: re-creating an existing image (same config) claims
+        nothing, so a confined caller cannot take over an image somebody else made.
+        """
         image_id = self._blobs.put(config_bytes)
         with self._db.transaction() as conn:
             conn.execute(
-                "INSERT OR IGNORE INTO images(id, top_layer, size, parent) VALUES (?, ?, ?, ?)",
-                (image_id, top_layer, size, parent),
+                "INSERT OR IGNORE INTO images(id, top_layer, size, parent, owner) VALUES (?, ?, ?, ?, ?)",
+                (image_id, top_layer, size, parent, owner),
             )
         return image_id
 
@@ -104,20 +124,36 @@ class ImageStore:
         row = self._db.query_one("SELECT image_id FROM image_refs WHERE ref = ?", (ref,))
         return row[0] if row else None
 
-    def references(self, image_id: str) -> list[tuple[str, bool]]:
-        """All ``(reference, is_digest)`` of an image, in the order they were added."""
-        rows = self._db.query(
-            "SELECT ref, is_digest FROM image_refs WHERE image_id = ? ORDER BY rowid", (image_id,)
-        )
-        return [(r[0], bool(r[1])) for r in rows]
+    def lookup_owned(self, ref: str) -> tuple[str, str | None] | None:
+        """``(image id, owner)`` of a full reference, or None when no such reference exists."""
+        row = self._db.query_one("SELECT image_id, owner FROM image_refs WHERE ref = ?", (ref,))
+        return (row[0], row[1]) if row else None
 
-    def add_reference(self, ref: str, image_id: str, is_digest: bool = False) -> None:
-        """Point ``ref`` at ``image_id`` (moving it from another image if needed)."""
+    def references(self, image_id: str, viewer: str | None = None) -> list[tuple[str, bool]]:
+        """All ``(reference, is_digest)`` of an image, in the order they were added.
+
+        With ``viewer``, only the references that owner may see: its own and the unowned ones.
+        """
+        sql = "SELECT ref, is_digest FROM image_refs WHERE image_id = ?"
+        params: tuple[str, ...] = (image_id,)
+        if viewer is not None:
+            sql, params = sql + " AND (owner IS NULL OR owner = ?)", (image_id, viewer)
+        return [(r[0], bool(r[1])) for r in self._db.query(sql + " ORDER BY rowid", params)]
+
+    def reference_owners(self, image_id: str) -> dict[str, str | None]:
+        """Each reference of an image and its owner."""
+        rows = self._db.query("SELECT ref, owner FROM image_refs WHERE image_id = ?", (image_id,))
+        return {r[0]: r[1] for r in rows}
+
+    def add_reference(
+        self, ref: str, image_id: str, is_digest: bool = False, owner: str | None = None
+    ) -> None:
+        """Point ``ref`` at ``image_id`` (moving it from another image if needed), owned by ``owner``."""
         with self._db.transaction() as conn:
             conn.execute("DELETE FROM image_refs WHERE ref = ?", (ref,))
             conn.execute(
-                "INSERT INTO image_refs(ref, image_id, is_digest) VALUES (?, ?, ?)",
-                (ref, image_id, int(is_digest)),
+                "INSERT INTO image_refs(ref, image_id, is_digest, owner) VALUES (?, ?, ?, ?)",
+                (ref, image_id, int(is_digest), owner),
             )
             conn.execute("UPDATE images SET last_tag_time = ? WHERE id = ?", (now_rfc3339(), image_id))
 

@@ -5,20 +5,28 @@ create body is parsed here with the same ``json.loads`` the engine uses and then
 request, so the engine builds the container from exactly the object that was checked (duplicate keys,
 odd encodings and case variants cannot make the two disagree). Routes with a streamed body (image import)
 are decided on method, path and query alone; their body is image data, not a container definition.
+
+Owner isolation (a rule's ``own_objects_only``): every route under a container's, an exec's or an image's
+URL resolves its reference among the caller's visible objects only (:class:`OwnedObjects`), so others'
+objects answer exactly as missing ones, an id prefix is unique or ambiguous among the caller's own, and a
+taken container name is refused without naming its holder. Lists, prunes and events of containers get a
+label filter here; image lists, prunes, tags and removals are narrowed by the engine from
+``req.decision.owner`` (images are shared: unowned ones stay visible to everyone).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode
 
 from dockyard.api.app import Route
 from dockyard.api.messages import Request
+from dockyard.engine.create_config import validate_name
 from dockyard.engine.filters import parse_filters
-from dockyard.errors import Forbidden, InvalidParameter, NotFound
+from dockyard.errors import Conflict, Forbidden, InvalidParameter
 from dockyard.security.identity import Identity
 from dockyard.security.policy import OWNER_LABEL, Decision, Policy, load_policy, owner_of
 
@@ -26,10 +34,35 @@ from .ratelimit import STREAM_OPERATIONS, RateLimiter
 
 log = logging.getLogger("dockyard.authz")
 
-# Labels of a container by reference; None when there is no such container.
-# (kind, reference) → the labels that carry the owner, or None when no such object exists. Kinds:
-# "container" (a container reference) and "exec" (an exec id: its container's labels).
-LabelLookup = Callable[[str, str], Mapping[str, str] | None]
+
+class OwnedObjects(Protocol):
+    """The engine's objects as owner isolation sees them (wired by the daemon's composition root).
+
+    ``owner`` is the confined caller's ``dockyard.owner`` value. The resolvers raise the engine's own
+    errors (``No such container: X``, ``No such image: X``, ``multiple IDs found ...``) computed over the
+    objects the caller may see, and return the reference to hand the engine: the caller's text, or the
+    full id when the engine's lookup over every object would land elsewhere (a prefix another owner's
+    object shares, a name that is another owner's tag).
+    """
+
+    def container(self, ref: str, owner: str) -> str:
+        """Resolve a container reference among ``owner``'s containers."""
+        ...
+
+    def exec(self, ref: str, owner: str) -> None:
+        """Raise ``No such exec instance: X`` when the exec's container is not ``owner``'s."""
+        ...
+
+    def image(self, ref: str, owner: str) -> str:
+        """Resolve an image reference among ``owner``'s and the unowned images and tags."""
+        ...
+
+    def name_holder(self, name: str) -> Mapping[str, str] | None:
+        """The labels of the container named ``name`` (with its ``/``), or None when the name is free."""
+        ...
+
+
+LabelLookup = OwnedObjects  # the name the security stack knows it by
 _FILTERED = ("ContainerList", "ContainerPrune", "SystemEvents")  # narrowed with a label filter
 _BODY_DECIDED = frozenset({"ContainerCreate", "ImageCreate"})  # decided on the body or query too
 
@@ -57,9 +90,11 @@ class PolicyHolder:
 class AuthzMiddleware:
     """The ``Middleware`` that enforces a :class:`PolicyHolder`'s policy."""
 
-    def __init__(self, holder: PolicyHolder, labels: LabelLookup, limiter: RateLimiter | None = None) -> None:
+    def __init__(
+        self, holder: PolicyHolder, objects: OwnedObjects, limiter: RateLimiter | None = None
+    ) -> None:
         self.holder = holder
-        self.labels = labels
+        self.objects = objects
         self.limiter = limiter or RateLimiter()
         self._streams: dict[Request, str] = {}
         # Decisions that need only the caller and the operation, per identity (one per connection), for
@@ -109,7 +144,9 @@ class AuthzMiddleware:
             self._refuse_or_warn(req, op, decision)
         self._limit(req, op, decision)
         if body is not None:
-            _confine_create(req, body, decision.owner)
+            if decision.owner is not None and isinstance(body, dict):
+                self._confine_create(req, body, decision.owner)
+            _stamp_create(req, body, decision.owner)
 
     def _refuse_or_warn(self, req: Request, op: str, decision: Decision) -> None:
         if not decision.allowed:
@@ -137,20 +174,41 @@ class AuthzMiddleware:
         if route.operation in _FILTERED:
             _add_owner_filter(req, owner)
             return
-        ref = req.params.get("id")
-        if ref is None:
+        # By path, not by operation name: every route under a container's, an exec's or an image's URL is
+        # confined (PutContainerArchive, say, is a container route whose name does not start with
+        # "Container"; a future /images/{name}/history or /get needs nothing here).
+        pattern, params = route.pattern, req.params
+        if pattern.startswith("/containers/{id}") and "id" in params:
+            params["id"] = self.objects.container(params["id"], owner)
+            if route.operation == "ContainerRename":
+                self._check_name(req.arg("name"), owner)
+        elif pattern.startswith("/exec/{id}") and "id" in params:
+            self.objects.exec(params["id"], owner)
+        elif pattern.startswith("/images/{name") and "name" in params:
+            params["name"] = self.objects.image(params["name"], owner)
+
+    def _confine_create(self, req: Request, body: dict[str, Any], owner: str) -> None:
+        """A confined caller's create: the name is global (refused when taken, without naming the holder);
+        the image is looked up among those the caller may see."""
+        self._check_name(req.arg("name"), owner)
+        image = body.get("Image")
+        if isinstance(image, str) and image:
+            body["Image"] = self.objects.image(image, owner)
+
+    def _check_name(self, name: str | None, owner: str) -> None:
+        if not name:
             return
-        # By path, not by operation name: every route under a container's or an exec's URL is confined
-        # (PutContainerArchive, say, is a container route whose name does not start with "Container").
-        if route.pattern.startswith("/containers/{id}"):
-            kind, absent = "container", f"No such container: {ref}"
-        elif route.pattern.startswith("/exec/{id}"):
-            kind, absent = "exec", f"No such exec instance: {ref}"
-        else:
-            return
-        labels = self.labels(kind, ref)
-        if labels is not None and labels.get(OWNER_LABEL) != owner:
-            raise NotFound(absent)  # others' objects look absent
+        try:
+            full = validate_name(name)
+        except InvalidParameter:
+            return  # the engine refuses it with its own text
+        holder = self.objects.name_holder(full)
+        if holder is not None and holder.get(OWNER_LABEL) != owner:
+            # dockerd's text names the holder's id ("... in use by container <id>"): not for another owner's.
+            raise Conflict(
+                f'Conflict. The container name "{full}" is already in use. '
+                "You have to remove (or rename) that container to be able to reuse that name."
+            )
 
 
 def _parse_body(req: Request) -> Any:
@@ -163,7 +221,7 @@ def _parse_body(req: Request) -> Any:
         raise InvalidParameter(f"invalid JSON: {exc}") from None
 
 
-def _confine_create(req: Request, body: Any, owner: str | None) -> None:
+def _stamp_create(req: Request, body: Any, owner: str | None) -> None:
     """Stamp the owner label and hand the engine the very object that was checked."""
     if not isinstance(body, dict):
         return  # the engine refuses it with the same parse

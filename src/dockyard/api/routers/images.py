@@ -20,7 +20,7 @@ def register(router: Router, images: ImageService) -> None:
 
     def image_list(req: Request) -> Response:
         rows = images.list_images(
-            parse_filters(req.arg("filters")), query_bool(req, "all"), query_bool(req, "digests")
+            parse_filters(req.arg("filters")), query_bool(req, "all"), query_bool(req, "digests"), _owner(req)
         )
         return json_response(rows)
 
@@ -44,6 +44,7 @@ def register(router: Router, images: ImageService) -> None:
             changes=req.query.get("changes", []),
             message=req.arg("message"),
             platform=req.arg("platform") or None,
+            owner=_owner(req),
         )
         out = await req.start_stream(200, "application/json")
         await out.write(json.dumps({"status": image_id}).encode() + b"\r\n")
@@ -57,15 +58,16 @@ def register(router: Router, images: ImageService) -> None:
         repo = req.arg("repo")
         if not repo:
             raise InvalidParameter("repository name must have at least one component")
-        images.tag(req.params["name"], repo, req.arg("tag") or None)
+        images.tag(req.params["name"], repo, req.arg("tag") or None, _owner(req))
         return Response(201, b"", None)
 
     async def image_delete(req: Request) -> Response:
-        result = await images.remove(req.params["name"], query_bool(req, "force"), query_bool(req, "noprune"))
+        force, noprune = query_bool(req, "force"), query_bool(req, "noprune")
+        result = await images.remove(req.params["name"], force, noprune, _owner(req))
         return json_response(result)
 
     async def image_prune(req: Request) -> Response:
-        return json_response(await images.prune(parse_filters(req.arg("filters"))))
+        return json_response(await images.prune(parse_filters(req.arg("filters")), _owner(req)))
 
     r = router.add
     r("GET", "/images/json", "ImageList", image_list)
@@ -74,6 +76,11 @@ def register(router: Router, images: ImageService) -> None:
     r("GET", "/images/{name:path}/json", "ImageInspect", image_inspect)
     r("POST", "/images/{name:path}/tag", "ImageTag", image_tag)
     r("DELETE", "/images/{name:path}", "ImageDelete", image_delete)
+
+
+def _owner(req: Request) -> str | None:
+    """The caller's owner when a policy confines it to its own objects (set by the authorization stage)."""
+    return req.decision.owner if req.decision is not None else None
 
 
 async def _chunks(req: Request) -> AsyncIterator[bytes]:
