@@ -67,6 +67,7 @@ class ChainFile:
         self._size = 0
         self._pending = b""  # bytes chained but not yet on disk (kept and retried after a failed write)
         self._mid_line = False  # a partial write left the file ending inside a line
+        self.unsynced = False  # written since the last sync
 
     @property
     def pending(self) -> bool:
@@ -80,8 +81,9 @@ class ChainFile:
         self._open_fd()
 
     def close(self) -> None:
-        """Write what is chained and close the file."""
-        self.flush()
+        """Write what is chained, sync it and close the file."""
+        if self.flush() is None and self.unsynced:
+            self.sync()
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
@@ -122,6 +124,7 @@ class ChainFile:
             self._pending += b"\n".join(self._lines) + b"\n"
             self._lines = []
         error: OSError | None = None
+        written = bool(self._pending)
         try:
             self._maybe_rotate()
             while self._pending:
@@ -136,7 +139,21 @@ class ChainFile:
         elif error is not None and self.failure is None:
             log.error("audit log %s cannot be written: %s", self.path, error)
         self.failure = error
+        if error is None and written:
+            self.unsynced = True
         return error
+
+    def sync(self) -> OSError | None:
+        """Make what was written durable (``fdatasync``); an error counts as a write failure."""
+        try:
+            os.fdatasync(self._fd)
+        except OSError as exc:
+            if self.failure is None:
+                log.error("audit log %s cannot be synced: %s", self.path, exc)
+            self.failure = exc
+            return exc
+        self.unsynced = False
+        return None
 
     def _maybe_rotate(self) -> None:
         if self._mid_line or self._size == 0 or self._size + len(self._pending) <= self.max_bytes:

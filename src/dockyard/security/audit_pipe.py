@@ -49,10 +49,11 @@ class AuditLog:
         self.failure: str | None = None  # why mutating calls are refused now, or None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._proc: subprocess.Popen[bytes] | None = None
-        self._records: list[Record] = []
+        # The hot path (the security stage) appends records here and calls arm() when ``timer`` is None.
+        self.queue: list[Record] = []
         self._urgent = False
         self._has_start = False
-        self._timer: asyncio.TimerHandle | None = None
+        self.timer: asyncio.TimerHandle | None = None
         self._batch = 0
         self._durable: list[tuple[int, asyncio.Future[None]]] = []
         self._backlog = bytearray()
@@ -100,10 +101,14 @@ class AuditLog:
     # -- event loop side ------------------------------------------------------------------------------
     def add(self, rec: Record) -> None:
         """Queue one record (never waits: it goes out with the others of the next :data:`BATCH_DELAY`)."""
-        self._records.append(rec)
-        if self._timer is None:
-            assert self._loop is not None
-            self._timer = self._loop.call_later(BATCH_DELAY, self._hand_over)
+        self.queue.append(rec)
+        if self.timer is None:
+            self.arm()
+
+    def arm(self) -> None:
+        """Send what is queued :data:`BATCH_DELAY` from now."""
+        assert self._loop is not None
+        self.timer = self._loop.call_later(BATCH_DELAY, self._hand_over)
 
     def add_durable(self, rec: Record) -> asyncio.Future[None]:
         """Queue a ``start`` record and send it now; the future is done when it is on disk (OSError when it
@@ -111,7 +116,7 @@ class AuditLog:
         assert self._loop is not None
         fut = self._loop.create_future()
         self._durable.append((self._batch + 1, fut))  # the batch the next hand-over sends
-        self._records.append(rec)
+        self.queue.append(rec)
         self._has_start = True
         if not self._urgent:
             self._urgent = True
@@ -121,10 +126,10 @@ class AuditLog:
     def _hand_over(self) -> None:
         """Send the queued records as one frame."""
         self._urgent = False
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        records, self._records = self._records, []
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        records, self.queue = self.queue, []
         if not records:
             return
         self._batch += 1

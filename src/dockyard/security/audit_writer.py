@@ -39,6 +39,7 @@ log = logging.getLogger("dockyard.audit")
 
 FRAME = struct.Struct("<I")
 RETRY_INTERVAL = 1.0  # seconds between attempts to write out lines kept after a failed write
+SYNC_INTERVAL = 1.0  # reads' records reach the disk (fdatasync) within this; start records before their ack
 READ_SIZE = 1 << 20
 
 # (phase, caller JSON, method, path, operation, target, (verdict, rule, reason) or None, request_id, status,
@@ -154,12 +155,17 @@ class Writer:
     def run(self) -> None:
         """Serve until stdin ends; then write what is left and close the file."""
         self._ack(None)
+        synced = time.monotonic()
         while True:
-            timeout = RETRY_INTERVAL if self.chain.pending else None
+            timeout = RETRY_INTERVAL if self.chain.pending else SYNC_INTERVAL if self.chain.unsynced else None
             readable, _, _ = select.select([self.rfd], [], [], timeout)
             data = os.read(self.rfd, READ_SIZE) if readable else b""
             durable = self._take(data)
             error = self.chain.flush()
+            due = durable or time.monotonic() - synced >= SYNC_INTERVAL
+            if error is None and self.chain.unsynced and due:
+                error = self.chain.sync()  # a start record is acknowledged only once it is on the disk
+                synced = time.monotonic()
             if durable or (error is None) != self._reported_ok:
                 self._ack(error)
             if readable and not data:

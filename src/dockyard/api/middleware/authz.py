@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode
 
@@ -65,6 +65,9 @@ class OwnedObjects(Protocol):
 LabelLookup = OwnedObjects  # the name the security stack knows it by
 _FILTERED = ("ContainerList", "ContainerPrune", "SystemEvents")  # narrowed with a label filter
 _BODY_DECIDED = frozenset({"ContainerCreate", "ImageCreate"})  # decided on the body or query too
+# Operations naming objects in their query: (parameter, kind). None is served yet; when one is, its
+# references are confined with no change here (``docker commit``, ``docker save a b``).
+_QUERY_REFS = {"ImageCommit": ("container", "container"), "ImageGetAll": ("names", "image")}
 
 
 class PolicyHolder:
@@ -172,8 +175,10 @@ class AuthzMiddleware:
 
     def _confine(self, req: Request, route: Route, owner: str) -> None:
         if route.operation in _FILTERED:
-            _add_owner_filter(req, owner)
+            _add_owner_filter(req, owner, self._pivot(route.operation, owner))
             return
+        if route.operation in _QUERY_REFS:
+            self._confine_query(req, owner, *_QUERY_REFS[route.operation])
         # By path, not by operation name: every route under a container's, an exec's or an image's URL is
         # confined (PutContainerArchive, say, is a container route whose name does not start with
         # "Container"; a future /images/{name}/history or /get needs nothing here).
@@ -186,6 +191,19 @@ class AuthzMiddleware:
             self.objects.exec(params["id"], owner)
         elif pattern.startswith("/images/{name") and "name" in params:
             params["name"] = self.objects.image(params["name"], owner)
+
+    def _pivot(self, op: str, owner: str) -> Callable[[str], str] | None:
+        """How a list's ``before``/``since`` container is resolved for the caller: among its own, so
+        another's container answers "No such container" as a missing one (and orders nothing)."""
+        if op != "ContainerList":
+            return None
+        return lambda ref: self.objects.container(ref, owner)
+
+    def _confine_query(self, req: Request, owner: str, param: str, kind: str) -> None:
+        resolve = self.objects.container if kind == "container" else self.objects.image
+        values = [resolve(v, owner) if v else v for v in req.query.get(param, [])]
+        pairs = [(k, v) for k, v in parse_qsl(req.query_string, keep_blank_values=True) if k != param]
+        _set_query(req, pairs + [(param, v) for v in values])
 
     def _confine_create(self, req: Request, body: dict[str, Any], owner: str) -> None:
         """A confined caller's create: the name is global (refused when taken, without naming the holder);
@@ -233,13 +251,21 @@ def _stamp_create(req: Request, body: Any, owner: str | None) -> None:
     req.body = json.dumps(body, separators=(",", ":")).encode()
 
 
-def _add_owner_filter(req: Request, owner: str) -> None:
+def _add_owner_filter(req: Request, owner: str, pivot: Callable[[str], str] | None = None) -> None:
     """Narrow a list, a prune or the event stream to the caller's own containers (label filters are
-    ANDed; events carry their container's labels)."""
+    ANDed; events carry their container's and images' owner labels); ``pivot`` resolves a container
+    list's ``before``/``since`` reference among the caller's own."""
     current = parse_filters(req.arg("filters"))  # the engine's own parser: same reading, same errors
     fields = {k: list(v) for k, v in current.fields.items()}
     fields["label"] = [*fields.get("label", []), f"{OWNER_LABEL}={owner}"]
+    for key in ("before", "since"):
+        if pivot is not None and fields.get(key):
+            resolve = pivot
+            fields[key] = [resolve(ref) for ref in fields[key]]
     pairs = [(k, v) for k, v in parse_qsl(req.query_string, keep_blank_values=True) if k != "filters"]
-    pairs.append(("filters", json.dumps(fields)))
+    _set_query(req, [*pairs, ("filters", json.dumps(fields))])
+
+
+def _set_query(req: Request, pairs: list[tuple[str, str]]) -> None:
     req.query_string = urlencode(pairs)
     req._query = None  # the query is re-parsed from the new string

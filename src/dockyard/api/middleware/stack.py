@@ -16,8 +16,8 @@ from dockyard.api.app import Middleware
 from dockyard.config import DaemonConfig
 from dockyard.security.audit_pipe import AuditLog
 
-from .audit import AuditMiddleware
 from .authz import AuthzMiddleware, LabelLookup, PolicyHolder
+from .stage import SecurityStage
 
 log = logging.getLogger("dockyard.security")
 
@@ -45,24 +45,21 @@ class Security:
             operations: operation → method of every registered route.
 
         Returns:
-            The stages, in pipeline order (authorization, then audit).
+            The running stages (one :class:`SecurityStage` when either is on).
         """
         holder = None
         if cfg.policy is not None:
             holder = await asyncio.to_thread(PolicyHolder, cfg.policy, operations)
         authz = AuthzMiddleware(holder, labels) if holder is not None else None
+        audit = None
         if cfg.audit_log is not None and str(cfg.audit_log) == AUDIT_OFF:
             log.warning("!!! --audit-log off: API calls are NOT audited")
-            sec = cls(None, holder)
-            if authz is not None:
-                sec.middleware.append(authz)
-            return sec
-        audit = AuditLog(cfg.audit_log or cfg.data_root / "audit.log")
-        await audit.open()
+        else:
+            audit = AuditLog(cfg.audit_log or cfg.data_root / "audit.log")
+            await audit.open()
         sec = cls(audit, holder)
-        if authz is not None:
-            sec.middleware.append(authz)
-        sec.middleware.append(AuditMiddleware(audit))
+        if authz is not None or audit is not None:
+            sec.middleware.append(SecurityStage(authz, audit))
         return sec
 
     def reload(self) -> None:
