@@ -13,8 +13,10 @@ import argparse
 import asyncio
 import json
 import statistics
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httptools  # type: ignore[import-untyped,unused-ignore]
 from procinfo import CLK_TCK, descendants, process_table, tree_cpu_ticks
@@ -145,6 +147,47 @@ async def run_load(
     }
 
 
+UCLOAD_SRC = Path(__file__).with_name("uload.c")
+UCLOAD_BIN = Path(__file__).with_name(".build") / "uload"
+
+
+def c_loadgen() -> Path:
+    """The C load generator, compiled when missing or older than its source."""
+    if not UCLOAD_BIN.exists() or UCLOAD_BIN.stat().st_mtime < UCLOAD_SRC.stat().st_mtime:
+        UCLOAD_BIN.parent.mkdir(exist_ok=True)
+        subprocess.run(["cc", "-O2", "-o", str(UCLOAD_BIN), str(UCLOAD_SRC)], check=True)
+    return UCLOAD_BIN
+
+
+def run_c_load(
+    sock: str, path: str, conns: int, seconds: float, warmup: float, pids: set[int]
+) -> dict[str, object]:
+    """As :func:`run_load`, with bench/uload.c generating the load; CPU is sampled at its START/END marks."""
+    proc = subprocess.Popen([str(c_loadgen()), sock, path, str(conns), str(seconds), str(warmup)],
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert proc.stdout is not None
+    cpu0 = cpu1 = 0
+    t0 = t1 = 0.0
+    result: dict[str, object] = {}
+    for line in proc.stdout:
+        if line.startswith("START"):
+            table = process_table()
+            pids = {p for root in pids for p in descendants(root, table)}
+            cpu0, t0 = tree_cpu_ticks(pids), time.perf_counter()
+        elif line.startswith("END"):
+            cpu1, t1 = tree_cpu_ticks(pids), time.perf_counter()
+        elif line.startswith("{"):
+            result = json.loads(line)
+    if proc.wait() != 0:
+        raise RuntimeError(f"uload failed with status {proc.returncode}")
+    n = int(result["requests"])  # type: ignore[call-overload]
+    busy = (cpu1 - cpu0) / CLK_TCK
+    result.update(conns=conns, error_samples=[],
+                  daemon_cpu_us_per_req=1e6 * busy / n if n and pids else None,
+                  daemon_cpu_pct=100.0 * busy / (t1 - t0) if pids and t1 > t0 else None)  # fmt: skip
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run the load, print the result as JSON.
 
@@ -166,8 +209,14 @@ def main(argv: list[str] | None = None) -> int:
         default="",
         help="comma-separated daemon pids whose CPU time (with their children's) to measure",
     )
+    ap.add_argument("--engine", choices=("python", "c"), default="python",
+                    help="c: bench/uload.c (built on first use): costs the machine far less CPU")  # fmt: skip
     a = ap.parse_args(argv)
     pids = {int(p) for p in a.pids.split(",") if p}
+    if a.engine == "c":
+        json.dump(run_c_load(a.sock, a.path, a.conns, a.seconds, a.warmup, pids), sys.stdout)
+        sys.stdout.write("\n")
+        return 0
     coro = run_load(a.sock, a.path, a.conns, a.seconds, a.warmup, a.max_requests, pids)
     result = asyncio.run(coro)
     json.dump(result, sys.stdout)
