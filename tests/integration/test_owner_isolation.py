@@ -198,6 +198,13 @@ def test_references_resolve_within_the_callers_containers(pd: OwnerDaemon) -> No
         _fails(pd.as_user(CI, "inspect", "--type", "container", theirs), f"No such container: {theirs}")
         admin = pd.cli("inspect", "--type", "container", theirs, check=False)
         assert b"multiple IDs found" in admin.stderr  # what the admin, who sees them all, is told
+        # A list's before/since pivot is looked up among the caller's containers too: no probing by it.
+        for key in ("before", "since"):
+            _fails(
+                pd.as_user(CI, "ps", "-a", "--filter", f"{key}={made[0]}"), f"No such container: {made[0]}"
+            )
+            listed = pd.as_user(CI, "ps", "-a", "-q", "--no-trunc", "--filter", f"{key}={shared}", check=True)
+            assert mine not in listed.stdout.split()
     finally:
         pd.api.remove_container(mine)
         for cid in made:

@@ -15,7 +15,7 @@ from dockyard.engine.filters import Filters
 from dockyard.engine.image_owners import event_labels
 from dockyard.engine.images import ImageService
 from dockyard.engine.owned import OwnedView
-from dockyard.errors import Forbidden, InvalidParameter, NotFound
+from dockyard.errors import Conflict, Forbidden, InvalidParameter, NotFound
 from dockyard.store.blobs import BlobStore
 from dockyard.store.db import Database
 from dockyard.store.images import ImageStore
@@ -186,3 +186,21 @@ def test_an_existing_image_database_gains_owners_as_unowned(tmp_path: Path) -> N
     record = store.get("sha256:aa")
     assert record is not None and record.owner is None
     assert store.lookup_owned("docker.io/library/x:latest") == ("sha256:aa", None)
+
+
+class _InUse:
+    def __init__(self, image_id: str) -> None:
+        self.image_id = image_id
+
+    def containers_using(self, image_id: str) -> list[tuple[str, bool]]:
+        return [("c" * 64, False)] if image_id == self.image_id else []
+
+
+def test_a_tag_of_an_image_in_use_can_go_while_another_tag_remains(images: ImageService) -> None:
+    """dockerd's isSingleReference: only removing the last tag of an image in use needs force."""
+    image_id = _image(images, "app:1", None, "in use")
+    images.tag("app:1", "app", "2")
+    images.users = _InUse(image_id)
+    assert asyncio.run(images.remove("app:2")) == [{"Untagged": "app:2"}]
+    with pytest.raises(Conflict, match="must force"):
+        asyncio.run(images.remove("app:1"))

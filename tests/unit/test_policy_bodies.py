@@ -88,6 +88,8 @@ def _route(op: str) -> Any:
                     "ContainerRename": ("POST", "/containers/{id}/rename"),
                     "ImageInspect": ("GET", "/images/{name:path}/json"),
                     "ImageDelete": ("DELETE", "/images/{name:path}"),
+                    "ImageCommit": ("POST", "/commit"),
+                    "ImageGetAll": ("GET", "/images/get"),
                     "SystemEvents": ("GET", "/events")}[op]  # fmt: skip
     router.add(method, path, op, lambda r: None)
     return router.routes()[0]
@@ -298,3 +300,31 @@ def test_others_images_look_absent(authz: AuthzMiddleware) -> None:
     req = _request(b'{"Image":"busybox:theirs"}')  # a tag of an allowed repository another owner made
     with pytest.raises(NotFound, match="No such image: busybox:theirs"):
         _run(authz, req)
+
+
+def test_list_pivots_resolve_among_the_callers_containers(authz: AuthzMiddleware) -> None:
+    for key in ("before", "since"):
+        path = f'/containers/json?filters={{"{key}":["theirs"]}}'
+        with pytest.raises(NotFound, match=r"^No such container: theirs$"):  # as a missing one: no probing
+            _run(authz, Request(_Conn(CI), "GET", path, {}), "ContainerList")  # type: ignore[arg-type]
+        req = Request(_Conn(CI), "GET", f'/containers/json?filters={{"{key}":["mine"]}}', {})  # type: ignore[arg-type]
+        _run(authz, req, "ContainerList")
+        assert json.loads(req.arg("filters") or "")[key] == ["mine"]
+
+
+@pytest.mark.parametrize(
+    ("op", "path", "absent"),
+    [
+        ("ImageCommit", "/commit?container=theirs&repo=x", "No such container: theirs"),
+        ("ImageGetAll", "/images/get?names=busybox&names=busybox:theirs", "No such image: busybox:theirs"),
+    ],
+)
+def test_objects_named_in_the_query_are_confined_too(
+    authz: AuthzMiddleware, op: str, path: str, absent: str
+) -> None:
+    with pytest.raises(NotFound, match=f"^{absent}$"):
+        _run(authz, Request(_Conn(CI), "GET", path, {}), op)  # type: ignore[arg-type]
+    mine = path.replace("theirs", "mine")
+    req = Request(_Conn(CI), "GET", mine, {})  # type: ignore[arg-type]
+    _run(authz, req, op)
+    assert req.query == Request(_Conn(CI), "GET", mine, {}).query  # type: ignore[arg-type]

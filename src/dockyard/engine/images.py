@@ -383,7 +383,7 @@ class ImageService:
             check_may_change(held, owner, "remove", ref)
         if by_name:
             users = self.users.containers_using(record.id)
-            if users and not force:
+            if users and not force and _single_reference(self._images.references(record.id)):
                 raise Conflict(
                     f'conflict: unable to remove repository reference "{ref}" (must force) - container '
                     f"{users[0][0][:12]} is using its referenced image {_short(record.id)}"
@@ -497,6 +497,18 @@ def _is_hex(text: str) -> bool:
 def _is_id_prefix(image_id: str, ref: str) -> bool:
     hex_id = image_id.removeprefix("sha256:")
     return _is_hex(ref.removeprefix("sha256:")) and hex_id.startswith(ref.removeprefix("sha256:"))
+
+
+def _single_reference(refs: list[tuple[str, bool]]) -> bool:
+    """dockerd's ``isSingleReference``: removing this reference would leave the image untagged."""
+    if len(refs) <= 1:
+        return len(refs) == 1
+    tags = [r for r, digest in refs if not digest]
+    if len(tags) > 1:
+        return False
+    repos = {parse_normalized(r).name for r, digest in refs if digest}
+    single = tags[0] if tags else refs[0][0]
+    return len(repos) == 1 and parse_normalized(single).name in repos
 
 
 def _single_repository(refs: list[tuple[str, bool]]) -> bool:
