@@ -128,6 +128,9 @@ def test_shared_images_stay_usable_but_cannot_be_moved_or_removed(pd: OwnerDaemo
     pd.as_user(CI, "tag", "busybox", "ci-box:1", check=True)  # its own tag of a shared image
     assert "ci-box:1" in _repo_tags(pd, CI) and "ci-box:1" not in _repo_tags(pd, OTHER)
     assert "busybox:latest" in _repo_tags(pd, OTHER)  # the image itself stays visible to everyone
+    tags = pd.as_user(OTHER, "image", "inspect", "--format", "{{json .RepoTags}}", "busybox", check=True)
+    assert json.loads(tags.stdout) == ["busybox:latest"]  # without the other user's tag of it
+    assert "ci-box:1" in pd.client.images.get("busybox").tags  # which the admin sees
     _fails(pd.as_user(OTHER, "image", "inspect", "ci-box:1"), "No such image: ci-box:1")
     _fails(
         pd.as_user(OTHER, "tag", "busybox", "ci-box:1"),

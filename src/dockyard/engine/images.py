@@ -282,11 +282,11 @@ class ImageService:
 
     # -- queries -----------------------------------------------------------------------------------
 
-    def inspect(self, ref: str) -> ImageInspect:
-        """``GET /images/{name}/json``."""
-        record = self.resolve(ref)
+    def inspect(self, ref: str, viewer: str | None = None) -> ImageInspect:
+        """``GET /images/{name}/json``; a confined caller (``viewer``) sees only the tags it may see."""
+        record = self.resolve(ref, viewer)
         blob = self._images.config(record.id)
-        refs = self._images.references(record.id)
+        refs = self._images.references(record.id, viewer)
         result: ImageInspect = {
             "Id": record.id,
             "RepoTags": [_familiar(r) for r, digest in refs if not digest],

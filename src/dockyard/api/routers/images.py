@@ -52,7 +52,7 @@ def register(router: Router, images: ImageService) -> None:
         return None
 
     def image_inspect(req: Request) -> Response:
-        return json_response(images.inspect(req.params["name"]))
+        return json_response(images.inspect(req.params["name"], _owner(req)))
 
     def image_tag(req: Request) -> Response:
         repo = req.arg("repo")
