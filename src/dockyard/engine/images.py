@@ -1,8 +1,9 @@
 """Image use-cases: import, list, inspect, tag, remove, prune, and what the container engine needs.
 
 Return values are plain TypedDicts in the wire shape of API v1.47, so routers only serialize them.
-The removal rules (untag vs delete, which conflicts a ``force`` overrides) follow dockerd's
-``daemon/images/image_delete.go``; containers are consulted through the ``ImageUsers`` protocol.
+Removal and pruning live in ``engine/image_remove.py`` (dockerd's ``image_delete.go`` rules); containers
+are consulted through the ``ImageUsers`` protocol. Owner isolation: ``viewer``/``owner`` arguments are a
+confined caller's ``dockyard.owner`` value (``engine/image_owners.py``); None is an unconfined caller.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from typing import Any, NotRequired, Protocol, TypedDict
 from dockyard.engine.changes import apply_changes
 from dockyard.engine.events import EventBus
 from dockyard.engine.filters import Filters
-from dockyard.engine.image_list import ImageSummary, list_summaries, parse_time, summary_created
+from dockyard.engine.image_list import ImageSummary, list_summaries
 from dockyard.engine.image_owners import check_may_change, event_labels, may_see, may_see_ref
-from dockyard.errors import Conflict, Forbidden, InvalidParameter, NotFound, Unsupported
+from dockyard.engine.image_remove import DeleteItem, ImageRemoval, PruneReport
+from dockyard.errors import InvalidParameter, NotFound, Unsupported
 from dockyard.store.images import ImageRecord, ImageStore, encode_config, now_rfc3339
 from dockyard.store.layers import Layer, LayerStore
 from dockyard.store.reference import is_full_id, parse_normalized, parse_repo_tag
@@ -94,24 +96,6 @@ class ImageInspect(TypedDict):
     Metadata: ImageMetadata
 
 
-class DeleteItem(TypedDict, total=False):
-    """One line of ``DELETE /images/{name}``."""
-
-    Untagged: str
-    Deleted: str
-
-
-class PruneReport(TypedDict):
-    """``POST /images/prune``."""
-
-    ImagesDeleted: list[DeleteItem] | None
-    SpaceReclaimed: int
-
-
-def _short(image_id: str) -> str:
-    return image_id.removeprefix("sha256:")[:12]
-
-
 def _familiar(ref: str) -> str:
     return parse_normalized(ref).familiar()
 
@@ -128,8 +112,9 @@ class ImageService:
         self._driver = driver
         self.users: ImageUsers = users or _NoUsers()
         self.events = EventBus()  # the daemon's shared bus is set by the composition root
+        self._removal = ImageRemoval(self, images, layers)
 
-    def _event(self, image_id: str, action: str, name: str = "", owner: str | None = None) -> None:
+    def emit_event(self, image_id: str, action: str, name: str = "", owner: str | None = None) -> None:
         """An image event with dockerd's attributes: the image's labels while it exists, and ``name``.
 
         ``owner`` (the tag's creator, say), else the image's recorded owner, is given as the
@@ -228,7 +213,7 @@ class ImageService:
             layer, config, comment=message or "Imported from -", os_name=os_name, arch=arch,
             refs=[str(target)] if target else [], owner=owner,
         )  # fmt: skip
-        self._event(image_id, "import")
+        self.emit_event(image_id, "import")
         return image_id
 
     def create_image(
@@ -345,7 +330,7 @@ class ImageService:
         target = parse_repo_tag(repo, tag)
         self._check_retag(str(target), owner)
         self._images.add_reference(str(target), record.id, owner=owner)
-        self._event(record.id, "tag", target.familiar(), owner)
+        self.emit_event(record.id, "tag", target.familiar(), owner)
 
     def _check_retag(self, target: str, owner: str | None) -> None:
         """A confined caller may point a tag it created, or a new one, but not move anybody else's."""
@@ -353,13 +338,7 @@ class ImageService:
         if current is not None:
             check_may_change(current[1], owner, "tag", _familiar(target))
 
-    def _untag(self, image_id: str, named: str, records: list[DeleteItem]) -> None:
-        ref_owner = self._images.reference_owners(image_id).get(named)
-        self._images.remove_reference(named)
-        records.append({"Untagged": _familiar(named)})
-        self._event(image_id, "untag", owner=ref_owner)
-
-    # -- removal -----------------------------------------------------------------------------------
+    # -- removal (engine/image_remove.py) ------------------------------------------------------------
 
     async def remove(
         self, ref: str, force: bool = False, noprune: bool = False, owner: str | None = None
@@ -373,148 +352,18 @@ class ImageService:
             Forbidden: a confined caller names a shared or another owner's tag or image.
             Conflict: the image is in use or referenced in several repositories.
         """
-        record = self.resolve(ref, owner)
-        records: list[DeleteItem] = []
-        quiet = False
-        by_name = not _is_id_prefix(record.id, ref)
-        if owner is not None:
-            named = str(parse_normalized(ref).with_default_tag()) if by_name else ""
-            held = self._images.reference_owners(record.id).get(named) if by_name else record.owner
-            check_may_change(held, owner, "remove", ref)
-        if by_name:
-            users = self.users.containers_using(record.id)
-            if users and not force and _single_reference(self._images.references(record.id)):
-                raise Conflict(
-                    f'conflict: unable to remove repository reference "{ref}" (must force) - container '
-                    f"{users[0][0][:12]} is using its referenced image {_short(record.id)}"
-                )
-            named = str(parse_normalized(ref).with_default_tag())
-            self._untag(record.id, named, records)
-            if self._images.references(record.id):
-                return records
-            quiet = True
-        elif _single_repository(self._images.references(record.id)):
-            self._check_conflict(record.id, hard_only=force, skip_refs=True)
-            for named, _ in self._images.references(record.id):
-                self._untag(record.id, named, records)
-        await self._delete(record, records, force, quiet)
-        return records
-
-    def _check_conflict(self, image_id: str, hard_only: bool, skip_refs: bool = False) -> None:
-        users = self.users.containers_using(image_id)
-        hard = "cannot be forced"
-        if self._images.children(image_id):
-            raise Conflict(
-                f"conflict: unable to delete {_short(image_id)} ({hard}) - image has dependent child images"
-            )
-        for cid, running in users:
-            if running:
-                raise Conflict(
-                    f"conflict: unable to delete {_short(image_id)} ({hard}) - "
-                    f"image is being used by running container {cid[:12]}"
-                )
-        if hard_only:
-            return
-        soft = f"conflict: unable to delete {_short(image_id)} (must be forced) - "
-        if not skip_refs and self._images.references(image_id):
-            raise Conflict(soft + "image is referenced in multiple repositories")
-        if users:
-            raise Conflict(soft + f"image is being used by stopped container {users[0][0][:12]}")
-
-    async def _delete(self, record: ImageRecord, records: list[DeleteItem], force: bool, quiet: bool) -> None:
-        try:
-            self._check_conflict(record.id, hard_only=force)
-        except Conflict:
-            if quiet:
-                return
-            raise
-        for named, _ in self._images.references(record.id):
-            self._untag(record.id, named, records)
-        self._images.delete(record.id)
-        records.append({"Deleted": record.id})
-        self._event(record.id, "delete", owner=record.owner)
-        for chain in await self._release_layers(record.top_layer):
-            records.append({"Deleted": chain})
-
-    async def _release_layers(self, top: str | None) -> list[str]:
-        if top is None:
-            return []
-        in_use: set[str] = set()
-        for other in self._images.all():
-            if other.top_layer:
-                in_use.update(layer.chain_id for layer in self._layers.chain(other.top_layer))
-        removed: list[str] = []
-        for layer in reversed(self._layers.chain(top)):
-            if layer.chain_id in in_use or self._layers.children(layer.chain_id):
-                break
-            await self._layers.remove(layer.chain_id)
-            removed.append(layer.chain_id)
-        return removed
+        return await self._removal.remove(ref, force, owner)
 
     async def prune(self, filters: Filters | None = None, owner: str | None = None) -> PruneReport:
         """``POST /images/prune``: delete dangling (or, with ``dangling=false``, all unused) images.
 
         A confined caller (``owner``) prunes only images it created and whose tags are all its own.
         """
-        filters = filters or Filters()
-        filters.validate({"dangling", "label", "label!", "until"})
-        dangling_only = filters.get_bool("dangling", True)
-        until = [parse_time(v) for v in filters.get("until")]
-        deleted: list[DeleteItem] = []
-        reclaimed = 0
-        for record in self._images.all():
-            if owner is not None and not self._all_owned_by(record, owner):
-                continue
-            refs = self._images.references(record.id)
-            if (dangling_only and refs) or self.users.containers_using(record.id):
-                continue
-            blob = self._images.config(record.id)
-            labels = (blob.get("config") or {}).get("Labels") or {}
-            if not filters.match_label(labels) or any(summary_created(blob) >= u for u in until):
-                continue
-            items: list[DeleteItem] = []
-            try:
-                if not refs:
-                    await self._delete(record, items, force=False, quiet=False)
-                for named, _ in refs:
-                    items += await self.remove(named)
-            except (Conflict, Forbidden):
-                continue
-            deleted += items
-            reclaimed += record.size
-        self.events.emit("image", "prune", attributes={"reclaimed": str(reclaimed)})
-        return {"ImagesDeleted": deleted or None, "SpaceReclaimed": reclaimed}
-
-    def _all_owned_by(self, record: ImageRecord, owner: str) -> bool:
-        refs = self._images.reference_owners(record.id).values()
-        return record.owner == owner and all(held == owner for held in refs)
+        return await self._removal.prune(filters or Filters(), owner)
 
 
 def _is_hex(text: str) -> bool:
     return bool(text) and all(c in "0123456789abcdef" for c in text)
-
-
-def _is_id_prefix(image_id: str, ref: str) -> bool:
-    hex_id = image_id.removeprefix("sha256:")
-    return _is_hex(ref.removeprefix("sha256:")) and hex_id.startswith(ref.removeprefix("sha256:"))
-
-
-def _single_reference(refs: list[tuple[str, bool]]) -> bool:
-    """dockerd's ``isSingleReference``: removing this reference would leave the image untagged."""
-    if len(refs) <= 1:
-        return len(refs) == 1
-    tags = [r for r, digest in refs if not digest]
-    if len(tags) > 1:
-        return False
-    repos = {parse_normalized(r).name for r, digest in refs if digest}
-    single = tags[0] if tags else refs[0][0]
-    return len(repos) == 1 and parse_normalized(single).name in repos
-
-
-def _single_repository(refs: list[tuple[str, bool]]) -> bool:
-    tags = [r for r, digest in refs if not digest]
-    repos = {parse_normalized(r).name for r, _ in refs}
-    return len(tags) <= 1 and len(repos) <= 1
 
 
 def _platform(text: str | None) -> tuple[str, str | None]:
