@@ -7,6 +7,7 @@ import itertools
 import json
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -250,3 +251,24 @@ def test_rate_limiter_token_bucket_and_streams() -> None:
     rl.close_stream("uid:1")
     assert rl.open_stream("uid:1", limits)
     assert not rl.open_stream("uid:1", Limits())
+
+
+def test_a_second_writer_waits_for_the_first(tmp_path: Path) -> None:
+    """Two writers on one log (a restarted daemon's, while the old one finishes) must not fork the chain."""
+    first = ChainFile(tmp_path / "audit.log")
+    first.open()
+    first.append('{"n":0')
+    first.flush()
+    opened = threading.Event()
+    second = ChainFile(tmp_path / "audit.log")
+    waiter = threading.Thread(target=lambda: (second.open(), opened.set()))
+    waiter.start()
+    assert not opened.wait(0.3)  # blocked on the lock
+    first.append('{"n":1')
+    first.close()
+    assert opened.wait(5)
+    second.append('{"n":2')
+    second.close()
+    waiter.join()
+    assert [r["n"] for r in read_records(tmp_path / "audit.log")] == [0, 1, 2]
+    assert verify(tmp_path / "audit.log").ok

@@ -16,6 +16,7 @@ cost as much as serving a small request. Standard library only: a hash chain nee
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -64,6 +65,7 @@ class ChainFile:
         self._head = GENESIS
         self._lines: list[bytes] = []
         self._fd = -1
+        self._lock = -1
         self._size = 0
         self._pending = b""  # bytes chained but not yet on disk (kept and retried after a failed write)
         self._mid_line = False  # a partial write left the file ending inside a line
@@ -75,8 +77,15 @@ class ChainFile:
         return bool(self._pending)
 
     def open(self) -> None:
-        """Find the chain's head (cutting off a torn last line) and open the file for appending."""
+        """Take the log's lock, find the chain's head (cutting off a torn last line), open for appending.
+
+        The lock (``PATH.lock``, held while this writer lives) keeps two writers off one chain: a restarted
+        daemon's new writer waits until the old one, finishing its last records, has let go.
+        """
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock = self.path.with_name(self.path.name + ".lock")
+        self._lock = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self._lock, fcntl.LOCK_EX)
         self._head = _chain_head(self.path)
         self._open_fd()
 
@@ -87,6 +96,9 @@ class ChainFile:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+        if self._lock >= 0:
+            os.close(self._lock)
+            self._lock = -1
 
     def append(self, body: str, *, durable: bool = False) -> None:
         """Chain one record: ``body`` is a JSON object's text without its closing brace (adds ``prev``)."""

@@ -99,11 +99,12 @@ class AuthzMiddleware:
         self.holder = holder
         self.objects = objects
         self.limiter = limiter or RateLimiter()
-        self._streams: dict[Request, str] = {}
+        self.streams: dict[Request, str] = {}  # requests holding a counted stream slot
         # Decisions that need only the caller and the operation, per identity (one per connection), for
         # the policy they came from: most requests are answered from here with two dictionary lookups.
-        self._decided: dict[Identity, dict[str, Decision]] = {}
-        self._decided_by: Policy | None = None
+        # SecurityStage reads these two directly (its inlined fast path of before()).
+        self.decided: dict[Identity, dict[str, Decision]] = {}
+        self.decided_by: Policy | None = None
 
     def before(self, req: Request, route: Route | None) -> None:
         """Decide, synchronously (nothing here waits); raise Forbidden, TooManyRequests or NotFound.
@@ -118,9 +119,9 @@ class AuthzMiddleware:
             self._decide_with_body(req, op)
             return
         who = req.conn.identity
-        per_caller = self._decided.get(who)
+        per_caller = self.decided.get(who)
         decision = per_caller.get(op) if per_caller is not None else None
-        if decision is None or self._decided_by is not self.holder.policy:
+        if decision is None or self.decided_by is not self.holder.policy:
             decision = self._decide(who, op)
         req.decision = decision
         if decision.plain:
@@ -133,10 +134,10 @@ class AuthzMiddleware:
 
     def _decide(self, who: Identity, op: str) -> Decision:
         policy = self.holder.policy
-        if self._decided_by is not policy or len(self._decided) >= 4096:
-            self._decided, self._decided_by = {}, policy  # reloaded (or many callers): start over
+        if self.decided_by is not policy or len(self.decided) >= 4096:
+            self.decided, self.decided_by = {}, policy  # reloaded (or many callers): start over
         decision = policy.decide(who, op)
-        self._decided.setdefault(who, {})[op] = decision
+        self.decided.setdefault(who, {})[op] = decision
         return decision
 
     def _decide_with_body(self, req: Request, op: str) -> None:
@@ -164,12 +165,12 @@ class AuthzMiddleware:
         key = owner_of(req.conn.identity)
         self.limiter.take(key, limits)
         if op in STREAM_OPERATIONS and self.limiter.open_stream(key, limits):
-            self._streams[req] = key
+            self.streams[req] = key
 
     def after(self, req: Request, route: Route | None, status: int, nbytes: int, started: float) -> None:
         """Release the caller's stream slot."""
-        if self._streams:
-            key = self._streams.pop(req, None)
+        if self.streams:
+            key = self.streams.pop(req, None)
             if key is not None:
                 self.limiter.close_stream(key)
 

@@ -43,8 +43,16 @@ class SecurityStage:
 
     def before(self, req: Request, route: Route | None) -> Awaitable[None] | None:
         """Authorize (raising to refuse); for a mutating call, the wait until its ``start`` record is out."""
-        if self.authz is not None:
-            self.authz.before(req, route)
+        authz = self.authz
+        if authz is not None:
+            # AuthzMiddleware.before's common case, inlined: this caller's cached decision for this operation
+            # is a plain allow under the policy in force. Anything else takes the full path.
+            per_caller = authz.decided.get(req.conn.identity) if route is not None else None
+            decision = per_caller.get(route.operation) if per_caller is not None else None  # type: ignore[union-attr]
+            if decision is not None and decision.plain and authz.decided_by is authz.holder.policy:
+                req.decision = decision
+            else:
+                authz.before(req, route)
         if self.audit is None or (
             req.method in _READ_METHODS and (route is None or route.operation not in _WRITING_READS)
         ):
@@ -53,7 +61,7 @@ class SecurityStage:
 
     def after(self, req: Request, route: Route | None, status: int, nbytes: int, started: float) -> None:
         """Release what authorization counted; queue the ``done`` record (a tuple: the writer formats it)."""
-        if self.authz is not None:
+        if self.authz is not None and self.authz.streams:
             self.authz.after(req, route, status, nbytes, started)
         audit = self.audit
         if audit is None:
