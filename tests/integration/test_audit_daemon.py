@@ -64,3 +64,49 @@ def test_full_disk_refuses_mutating_calls_and_recovers(seed_root: Path, tiny_fs:
     ok = subprocess.run([sys.executable, "-m", "dockyard.cli.main", "audit", "verify", str(log)],
                         capture_output=True, text=True)  # fmt: skip
     assert ok.returncode == 0, ok.stderr  # the chain survived the outage (unwritten bytes were retried)
+
+
+def _writer_pids(daemon_pid: int) -> list[int]:
+    found = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            with contextlib.suppress(OSError):
+                if b"dockyard.security.audit_writer" in (p / "cmdline").read_bytes():
+                    found.append(int(p.name))
+    return found
+
+
+def test_the_chain_survives_kill_9_and_a_quick_restart(seed_root: Path) -> None:
+    """A daemon killed with -9: its writer writes what it was sent and exits on its own; the restarted
+    daemon's writer continues the same chain (test_audit.py shows the log's lock keeping two writers from
+    interleaving, which a restart faster than this one could cause)."""
+    d = Daemon(Path(tempfile.mkdtemp(prefix="dy-", dir="/tmp")), seed_root)
+    d.start()
+    log = d.data_root / "audit.log"
+    try:
+        for _ in range(20):
+            d.cli("ps")
+        d.cli("create", "--name", "before-crash", "busybox", "true")
+        assert d.proc is not None
+        old_writers = _writer_pids(d.proc.pid)
+        d.kill9()
+        d.start()  # at once: the old writer may still be writing
+        for _ in range(20):
+            d.cli("ps")
+        d.cli("rm", "before-crash")
+        for pid in old_writers:  # the old writer ended on its own (its stdin closed with the daemon)
+            deadline = time.monotonic() + 10
+            while (
+                Path(f"/proc/{pid}").exists() and b"audit_writer" in Path(f"/proc/{pid}/cmdline").read_bytes()
+            ):
+                assert time.monotonic() < deadline, "the killed daemon's audit writer did not exit"
+                time.sleep(0.05)
+        d.stop()  # the writer writes what is queued and exits with the daemon
+        ok = subprocess.run([sys.executable, "-m", "dockyard.cli.main", "audit", "verify", str(log)],
+                            capture_output=True, text=True)  # fmt: skip
+        assert ok.returncode == 0, ok.stderr
+        text = log.read_text()
+        assert '"operation":"ContainerCreate"' in text and '"operation":"ContainerDelete"' in text
+    finally:
+        d.cleanup()
+        shutil.rmtree(d.base, ignore_errors=True)
