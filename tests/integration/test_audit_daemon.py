@@ -67,11 +67,13 @@ def test_full_disk_refuses_mutating_calls_and_recovers(seed_root: Path, tiny_fs:
 
 
 def _writer_pids(daemon_pid: int) -> list[int]:
+    """The audit writers that are children of ``daemon_pid`` (other tests' daemons have their own)."""
     found = []
     for p in Path("/proc").iterdir():
         if p.name.isdigit():
-            with contextlib.suppress(OSError):
-                if b"dockyard.security.audit_writer" in (p / "cmdline").read_bytes():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                ppid = int((p / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                if ppid == daemon_pid and b"dockyard.security.audit_writer" in (p / "cmdline").read_bytes():
                     found.append(int(p.name))
     return found
 
@@ -89,6 +91,7 @@ def test_the_chain_survives_kill_9_and_a_quick_restart(seed_root: Path) -> None:
         d.cli("create", "--name", "before-crash", "busybox", "true")
         assert d.proc is not None
         old_writers = _writer_pids(d.proc.pid)
+        assert len(old_writers) == 1
         d.kill9()
         d.start()  # at once: the old writer may still be writing
         for _ in range(20):
