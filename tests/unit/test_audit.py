@@ -29,8 +29,8 @@ def _record(i: int, durable: bool = False, path: str = "") -> Record:
     shared = ("start" if durable else "done", CALLER, "POST" if durable else "GET", path or f"/x/{'x' * 50}",
               "SystemPing", str(i), ("allow", "admins", ""))  # fmt: skip
     if durable:
-        return (*shared, f"{i:x}", None, None, None, now)
-    return (*shared, f"{i:x}", 200, 2, now - 0.001, now)
+        return (shared, f"{i:x}", None, None, None, now)
+    return (shared, f"{i:x}", 200, 2, now - 0.001, now)
 
 
 def _write(path: Path, n: int, max_bytes: int = 64 << 20, start: int = 0) -> None:

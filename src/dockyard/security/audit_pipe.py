@@ -180,7 +180,7 @@ class AuditLog:
         """No writer, or it is far behind: drop read records (counted) and fail the waiting ones."""
         why = "audit writer is not running" if self._proc is None else "audit writer is not keeping up"
         self.failure = self.failure or why
-        self._dropped += sum(1 for r in records if r[0] != "start")
+        self._dropped += sum(1 for r in records if r[0][0] != "start")
         self._settle(self._batch, errno.EAGAIN, why)
 
     def _read_acks(self) -> None:

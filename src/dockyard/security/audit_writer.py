@@ -42,15 +42,13 @@ RETRY_INTERVAL = 1.0  # seconds between attempts to write out lines kept after a
 SYNC_INTERVAL = 1.0  # reads' records reach the disk (fdatasync) within this; start records before their ack
 READ_SIZE = 1 << 20
 
-# (phase, caller JSON, method, path, operation, target, (verdict, rule, reason) or None, request_id, status,
-#  bytes, started, ended): times are the daemon's time.monotonic(); status/bytes/started are None for the
-# ``start`` record of a mutating call. What a connection's requests share comes first: the writer keys its
-# line templates on that prefix.
-Record = tuple[
-    str, str, str, str, "str | None", "str | None", "tuple[str, str, str] | None", str,
-    "int | None", "int | None", "float | None", float,
-]  # fmt: skip
-_SHARED = 7  # rec[:_SHARED] is the template key
+# A record is (shape, request_id, status, bytes, started, ended). The shape is what a connection's requests
+# to one path share: (phase, caller JSON, method, path, operation, target, (verdict, rule, reason) or None);
+# the daemon reuses one shape object for them, so marshal sends it once per frame and the writer makes its
+# line template once. Times are the daemon's time.monotonic(); status/bytes/started are None in the
+# ``start`` record of a mutating call.
+Shape = tuple[str, str, str, str, "str | None", "str | None", "tuple[str, str, str] | None"]
+Record = tuple[Shape, str, "int | None", "int | None", "float | None", float]
 
 
 def frame(payload: Any) -> bytes:
@@ -113,24 +111,24 @@ class Formatter:
     def texts(self, records: list[Record], wall: float, mono: float) -> list[str]:
         """Each record's text, in order."""
         templates = self._templates
+        by_object: dict[int, str] = {}  # within one frame a shape is one object (marshal's references)
         offset = wall - mono  # monotonic → wall clock, from the daemon's reading of both
         out: list[str] = []
         append = out.append
-        for rec in records:
-            template = templates.get(rec[:_SHARED])
+        for shape, rid, status, nbytes, started, ended in records:
+            template = by_object.get(id(shape))
             if template is None:
-                template = self._new_template(rec[:_SHARED])
-            t = offset + rec[11]
+                template = by_object[id(shape)] = templates.get(shape) or self._new_template(shape)
+            t = offset + ended
             whole = int(t)
             if whole != self._second:
                 self._second = whole
                 self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
-            started = rec[10]
             if started is None:
-                append(template % (self._second_text, int((t - whole) * 1e6), rec[7]))
+                append(template % (self._second_text, int((t - whole) * 1e6), rid))
             else:
-                append(template % (self._second_text, int((t - whole) * 1e6), rec[7], rec[8], rec[9],
-                                   (rec[11] - started) * 1000))  # fmt: skip
+                append(template % (self._second_text, int((t - whole) * 1e6), rid, status, nbytes,
+                                   (ended - started) * 1000))  # fmt: skip
         return out
 
     def _new_template(self, key: tuple[Any, ...]) -> str:
@@ -178,7 +176,7 @@ class Writer:
         durable = False
         for batch, wall, mono, dropped, has_start, records in take_frames(self._buf):
             self.chain.dropped += dropped
-            starts = [rec[10] is None for rec in records] if has_start else None
+            starts = [rec[4] is None for rec in records] if has_start else None
             self.chain.extend(self._format.texts(records, wall, mono), starts)
             durable = durable or has_start
             self._batch = batch

@@ -22,6 +22,8 @@ from dockyard.api.app import Route
 from dockyard.api.messages import Request
 from dockyard.errors import Unavailable
 from dockyard.security.audit_pipe import AuditLog
+from dockyard.security.audit_writer import Shape
+from dockyard.security.identity import Identity
 
 from .authz import AuthzMiddleware
 
@@ -40,6 +42,10 @@ class SecurityStage:
     def __init__(self, authz: AuthzMiddleware | None, audit: AuditLog | None) -> None:
         self.authz = authz
         self.audit = audit
+        # Per caller (one identity per connection) and path, the shape of its done records: what all its
+        # calls there share. One object per shape means marshal sends it once per frame and the writer
+        # makes its template once, and the per-request record shrinks to six values.
+        self._shapes: dict[Identity, dict[str, Shape]] = {}
 
     def before(self, req: Request, route: Route | None) -> Awaitable[None] | None:
         """Authorize (raising to refuse); for a mutating call, the wait until its ``start`` record is out."""
@@ -66,17 +72,32 @@ class SecurityStage:
         audit = self.audit
         if audit is None:
             return
-        params = req.params
         decision = req.decision
-        audit.queue.append((
-            "done", req.conn.identity.audit_json, req.method, req.path,
-            route.operation if route is not None else None,
-            (params.get("id") or params.get("name")) if params else None,
-            decision.audit_fields if decision is not None else None,
-            req.request_id, status, nbytes, started, time.monotonic(),
-        ))  # fmt: skip
+        fields = decision.audit_fields if decision is not None else None
+        per_caller = self._shapes.get(req.conn.identity)
+        shape = per_caller.get(req.path) if per_caller is not None else None
+        if shape is None or shape[6] is not fields or shape[2] != req.method:
+            shape = self._new_shape(req, route, fields)
+        audit.queue.append((shape, req.request_id, status, nbytes, started, time.monotonic()))
         if audit.timer is None:
             audit.arm()
+
+    def _new_shape(self, req: Request, route: Route | None, fields: tuple[str, str, str] | None) -> Shape:
+        params = req.params
+        who = req.conn.identity
+        shape: Shape = (
+            "done", who.audit_json, req.method, req.path, route.operation if route is not None else None,
+            (params.get("id") or params.get("name")) if params else None, fields,
+        )  # fmt: skip
+        per_caller = self._shapes.get(who)
+        if per_caller is None:
+            if len(self._shapes) >= 4096:  # identities of closed connections go in one sweep
+                self._shapes.clear()
+            per_caller = self._shapes[who] = {}
+        if len(per_caller) >= 256:
+            per_caller.clear()
+        per_caller[req.path] = shape
+        return shape
 
     @staticmethod
     async def _durable_start(audit: AuditLog, req: Request, route: Route | None) -> None:
@@ -88,10 +109,8 @@ class SecurityStage:
         params = req.params
         target = (params.get("id") or params.get("name")) if params else None
         try:
-            await audit.add_durable((
-                "start", req.conn.identity.audit_json, req.method, req.path, op, target, decision,
-                req.request_id, None, None, None, time.monotonic(),
-            ))  # fmt: skip
+            shape: Shape = ("start", req.conn.identity.audit_json, req.method, req.path, op, target, decision)
+            await audit.add_durable((shape, req.request_id, None, None, None, time.monotonic()))
         except OSError as exc:
             raise Unavailable(f"audit log unavailable ({exc.strerror or exc}): refusing {op or req.method} "
                               "so that it does not run unaudited") from None  # fmt: skip
