@@ -31,11 +31,6 @@ _READ_METHODS = ("GET", "HEAD")
 _WRITING_READS = frozenset({"ContainerAttachWebsocket"})
 
 
-def is_mutating(method: str, route: Route | None) -> bool:
-    """Whether a call may change state (and so must not run unaudited)."""
-    return method not in _READ_METHODS or (route is not None and route.operation in _WRITING_READS)
-
-
 class SecurityStage:
     """The ``Middleware`` for authorization (when a policy is given) and the audit log (unless it is off)."""
 
@@ -62,7 +57,7 @@ class SecurityStage:
         if self.audit is None or (
             req.method in _READ_METHODS and (route is None or route.operation not in _WRITING_READS)
         ):
-            return None  # (is_mutating, inlined)
+            return None  # a read: nothing to wait for (the websocket attach writes, so it is not one)
         return self._durable_start(self.audit, req, route)
 
     def after(self, req: Request, route: Route | None, status: int, nbytes: int, started: float) -> None:
