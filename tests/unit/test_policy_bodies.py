@@ -219,29 +219,32 @@ def test_duplicate_keys_collapse_before_the_engine_parses(authz: AuthzMiddleware
     assert json_body(req)["HostConfig"] == {"Privileged": False}
 
 
+def _check_lookup(
+    authz: AuthzMiddleware, op: str, method: str, path: str, ref: str, absent: str | None
+) -> None:
+    """Authorize ``op`` on ``path`` naming ``ref``: it passes, or raises NotFound matching ``absent``."""
+    req = Request(_Conn(CI), method, path, {})  # type: ignore[arg-type]
+    req.params = {"id": ref}
+    if absent is None:
+        _run(authz, req, op)
+        return
+    with pytest.raises(NotFound, match=absent):
+        _run(authz, req, op)
+
+
 @pytest.mark.parametrize("op", ["ContainerInspect", "PutContainerArchive", "ContainerArchiveInfo"])
 def test_others_containers_look_absent(authz: AuthzMiddleware, op: str) -> None:
     """Every route under a container's URL, whatever its operation is called."""
     for ref, absent in (("mine", False), ("theirs", True), ("bare", True), ("missing", True)):
-        req = Request(_Conn(CI), "GET", f"/containers/{ref}/json", {})  # type: ignore[arg-type]
-        req.params = {"id": ref}
-        if absent:
-            with pytest.raises(NotFound, match=f"No such container: {ref}"):
-                _run(authz, req, op)
-        else:
-            _run(authz, req, op)
+        message = f"No such container: {ref}" if absent else None
+        _check_lookup(authz, op, "GET", f"/containers/{ref}/json", ref, message)
 
 
 def test_others_exec_instances_look_absent(authz: AuthzMiddleware) -> None:
     for ref, absent in (("exec-mine", False), ("exec-theirs", True), ("exec-missing", False)):
+        message = f"No such exec instance: {ref}" if absent else None
         for op, method, path in (("ExecInspect", "GET", "json"), ("ExecStart", "POST", "start")):
-            req = Request(_Conn(CI), method, f"/exec/{ref}/{path}", {})  # type: ignore[arg-type]
-            req.params = {"id": ref}
-            if absent:
-                with pytest.raises(NotFound, match=f"No such exec instance: {ref}"):
-                    _run(authz, req, op)
-            else:
-                _run(authz, req, op)
+            _check_lookup(authz, op, method, f"/exec/{ref}/{path}", ref, message)
 
 
 def test_lists_are_filtered_to_the_owner(authz: AuthzMiddleware) -> None:
