@@ -131,12 +131,11 @@ class Policy:
     default_allow: bool
     rules: tuple[Rule, ...]
     source: str = ""
-    # Decisions that depend on the caller and the operation only (no body, no query), per identity object
-    # (one per connection): most requests are such reads, and deciding them again costs more than the
-    # lookup. A reloaded policy is a new object with an empty cache.
-    _cache: dict[tuple[int, str], tuple[Identity, Decision]] = field(
-        default_factory=dict, compare=False, repr=False
-    )
+    # Decisions that depend on the caller and the operation only (no body, no query), per identity (one per
+    # connection; identities hash by object): most requests are such reads, and deciding them again costs
+    # more than the lookup. A reloaded policy is a new object with an empty cache. The security stage reads
+    # it directly on its hot path (``decided[who][operation]``).
+    decided: dict[Identity, dict[str, Decision]] = field(default_factory=dict, compare=False, repr=False)
 
     def rule_for(self, who: Identity) -> Rule | None:
         """The first rule whose match fits the caller."""
@@ -161,14 +160,14 @@ class Policy:
         """
         if body is not None or query:
             return self._decide(who, operation, body, query)
-        key = (id(who), operation)
-        hit = self._cache.get(key)
-        if hit is not None and hit[0] is who:  # the entry holds ``who``, so its id cannot be reused meanwhile
-            return hit[1]
-        decision = self._decide(who, operation, None, None)
-        if len(self._cache) >= 65536:
-            self._cache.clear()
-        self._cache[key] = (who, decision)
+        per_caller = self.decided.get(who)
+        if per_caller is None:
+            if len(self.decided) >= 4096:  # identities of closed connections go in one sweep
+                self.decided.clear()
+            per_caller = self.decided[who] = {}
+        decision = per_caller.get(operation)
+        if decision is None:
+            decision = per_caller[operation] = self._decide(who, operation, None, None)
         return decision
 
     def _decide(

@@ -27,7 +27,6 @@ from dockyard.api.messages import Request
 from dockyard.engine.create_config import validate_name
 from dockyard.engine.filters import parse_filters
 from dockyard.errors import Conflict, Forbidden, InvalidParameter
-from dockyard.security.identity import Identity
 from dockyard.security.policy import OWNER_LABEL, Decision, Policy, load_policy, owner_of
 
 from .ratelimit import STREAM_OPERATIONS, RateLimiter
@@ -100,11 +99,6 @@ class AuthzMiddleware:
         self.objects = objects
         self.limiter = limiter or RateLimiter()
         self.streams: dict[Request, str] = {}  # requests holding a counted stream slot
-        # Decisions that need only the caller and the operation, per identity (one per connection), for
-        # the policy they came from: most requests are answered from here with two dictionary lookups.
-        # SecurityStage reads these two directly (its inlined fast path of before()).
-        self.decided: dict[Identity, dict[str, Decision]] = {}
-        self.decided_by: Policy | None = None
 
     def before(self, req: Request, route: Route | None) -> None:
         """Decide, synchronously (nothing here waits); raise Forbidden, TooManyRequests or NotFound.
@@ -118,12 +112,7 @@ class AuthzMiddleware:
         if op in _BODY_DECIDED:
             self._decide_with_body(req, op)
             return
-        who = req.conn.identity
-        per_caller = self.decided.get(who)
-        decision = per_caller.get(op) if per_caller is not None else None
-        if decision is None or self.decided_by is not self.holder.policy:
-            decision = self._decide(who, op)
-        req.decision = decision
+        decision = req.decision = self.holder.policy.decide(req.conn.identity, op)  # cached per caller
         if decision.plain:
             return
         if not decision.would_allow:
@@ -131,14 +120,6 @@ class AuthzMiddleware:
         self._limit(req, op, decision)
         if decision.owner is not None:
             self._confine(req, route, decision.owner)
-
-    def _decide(self, who: Identity, op: str) -> Decision:
-        policy = self.holder.policy
-        if self.decided_by is not policy or len(self.decided) >= 4096:
-            self.decided, self.decided_by = {}, policy  # reloaded (or many callers): start over
-        decision = policy.decide(who, op)
-        self.decided.setdefault(who, {})[op] = decision
-        return decision
 
     def _decide_with_body(self, req: Request, op: str) -> None:
         body = _parse_body(req) if op == "ContainerCreate" else None

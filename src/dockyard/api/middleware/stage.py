@@ -46,11 +46,11 @@ class SecurityStage:
         """Authorize (raising to refuse); for a mutating call, the wait until its ``start`` record is out."""
         authz = self.authz
         if authz is not None:
-            # AuthzMiddleware.before's common case, inlined: this caller's cached decision for this operation
-            # is a plain allow under the policy in force. Anything else takes the full path.
-            per_caller = authz.decided.get(req.conn.identity) if route is not None else None
+            # AuthzMiddleware.before's common case, inlined: the policy in force has this caller's decision
+            # for this operation cached, and it is a plain allow. Anything else takes the full path.
+            per_caller = authz.holder.policy.decided.get(req.conn.identity) if route is not None else None
             decision = per_caller.get(route.operation) if per_caller is not None else None  # type: ignore[union-attr]
-            if decision is not None and decision.plain and authz.decided_by is authz.holder.policy:
+            if decision is not None and decision.plain:
                 req.decision = decision
             else:
                 authz.before(req, route)
@@ -78,12 +78,8 @@ class SecurityStage:
             audit.arm()
 
     def _new_shape(self, req: Request, route: Route | None, fields: tuple[str, str, str] | None) -> Shape:
-        params = req.params
+        shape = _shape("done", req, route, fields)
         who = req.conn.identity
-        shape: Shape = (
-            "done", who.audit_json, req.method, req.path, route.operation if route is not None else None,
-            (params.get("id") or params.get("name")) if params else None, fields,
-        )  # fmt: skip
         per_caller = self._shapes.get(who)
         if per_caller is None:
             if len(self._shapes) >= 4096:  # identities of closed connections go in one sweep
@@ -100,12 +96,18 @@ class SecurityStage:
         if audit.failure is not None:
             raise Unavailable(f"audit log unavailable ({audit.failure}): refusing {op or req.method} "
                               "so that it does not run unaudited")  # fmt: skip
-        decision = req.decision.audit_fields if req.decision is not None else None
-        params = req.params
-        target = (params.get("id") or params.get("name")) if params else None
+        fields = req.decision.audit_fields if req.decision is not None else None
         try:
-            shape: Shape = ("start", req.conn.identity.audit_json, req.method, req.path, op, target, decision)
+            shape = _shape("start", req, route, fields)
             await audit.add_durable((shape, req.request_id, None, None, None, time.monotonic()))
         except OSError as exc:
             raise Unavailable(f"audit log unavailable ({exc.strerror or exc}): refusing {op or req.method} "
                               "so that it does not run unaudited") from None  # fmt: skip
+
+
+def _shape(phase: str, req: Request, route: Route | None, fields: tuple[str, str, str] | None) -> Shape:
+    """What a record shares with the caller's other calls to the same path (see audit_writer.Shape)."""
+    params = req.params
+    target = (params.get("id") or params.get("name")) if params else None
+    op = route.operation if route is not None else None
+    return (phase, req.conn.identity.audit_json, req.method, req.path, op, target, fields)
