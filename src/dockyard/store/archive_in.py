@@ -10,8 +10,9 @@ dockerd checks them (``..`` out of the destination, hardlinks out of it, relativ
 refused with dockerd's texts.
 
 The layer extractor (:mod:`dockyard.store.tarsafe`) has different rules (it refuses symlinks along a
-path, where ``docker cp`` follows them inside the container), so only its decompression sniffing is
-shared. Memory stays flat: tarfile parses headers as a stream and data is copied in chunks.
+path, where ``docker cp`` follows them inside the container), so only its decompression sniffing and the
+writing of a member once its parent is open (:mod:`dockyard.store.tarmember`) are shared. Memory stays
+flat: tarfile parses headers as a stream and data is copied in chunks.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import json
 import lzma
 import os
 import posixpath
-import shutil
 import stat
 import tarfile
 from dataclasses import dataclass
@@ -30,12 +30,19 @@ from typing import BinaryIO
 
 from dockyard.errors import InvalidParameter, SystemFailure
 from dockyard.store.inroot import clean_abs, make_dirs, open_in_root
+from dockyard.store.tarmember import (
+    IS_ROOT,
+    apply_fd_meta,
+    apply_link_meta,
+    iter_members,
+    node_kind,
+    remove_entry,
+    write_file,
+)
 from dockyard.store.tarsafe import open_decompressed
 
 __all__ = ["ExtractOptions", "extract_archive"]
 
-_CHUNK = 1 << 20
-_IS_ROOT = os.geteuid() == 0
 _ENOENT = "no such file or directory"
 _PREFIX = "Error processing tar file(exit status 1): "  # dockerd's wording (its untar runs re-exec'd)
 
@@ -74,11 +81,8 @@ def extract_archive(raw: BinaryIO, root_fd: int, dest: str, opts: ExtractOptions
     """
     ex = _Extractor(root_fd, dest, opts)
     try:
-        stream = open_decompressed(raw)
-        with tarfile.open(fileobj=stream, mode="r|") as tar:
-            while (info := tar.next()) is not None:
-                ex.member(tar, info)
-                tar.members = []  # type: ignore[attr-defined]  # bounded memory for many-file archives
+        for tar, info in iter_members(open_decompressed(raw)):
+            ex.member(tar, info)
         ex.restore_dir_times()
     except (tarfile.TarError, EOFError, lzma.LZMAError) as exc:
         raise _refuse(str(exc) or "unexpected EOF") from exc
@@ -124,11 +128,11 @@ class _Extractor:
             if self.opts.no_overwrite_dir_non_dir and not was_dir and info.isdir():
                 raise _refuse(f"cannot overwrite non-directory {_q(path)} with directory {_q(self.dest)}")
             if not (was_dir and info.isdir()):
-                _remove(parent, base, was_dir)
+                remove_entry(parent, base, was_dir)
         if info.isdir():
             self._dir(info, parent, path, base)
         elif info.isreg():
-            self._file(tar, info, parent, base)
+            write_file(tar, info, parent, base, self._owner(info))
         elif info.issym():
             self._symlink(info, parent, path, base)
         elif info.islnk():
@@ -143,24 +147,10 @@ class _Extractor:
             os.mkdir(base, 0o700, dir_fd=parent)
         fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
         try:
-            self._fmeta(fd, info)
+            apply_fd_meta(fd, info, self._owner(info))
         finally:
             os.close(fd)
         self.dir_times.append((path, int(info.mtime)))
-
-    def _file(self, tar: tarfile.TarFile, info: tarfile.TarInfo, parent: int, base: str) -> None:
-        src = tar.extractfile(info)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(base, flags, 0o600, dir_fd=parent)
-        try:
-            while src is not None and (chunk := src.read(_CHUNK)):
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view) :]
-            self._fmeta(fd, info)
-            os.utime(fd, (info.mtime, info.mtime))
-        finally:
-            os.close(fd)
 
     def _symlink(self, info: tarfile.TarInfo, parent: int, path: str, base: str) -> None:
         # dockerd's rule (a string prefix, as in Go): a relative target must stay under the destination.
@@ -168,38 +158,37 @@ class _Extractor:
         if not target.startswith(self.dest):
             raise _refuse(f"invalid symlink {_q(path)} -> {_q(info.linkname)}")
         os.symlink(info.linkname, base, dir_fd=parent)
-        self._lmeta(info, parent, base)
+        apply_link_meta(info, parent, base, self._owner(info))
 
     def _hardlink(self, info: tarfile.TarInfo, parent: int, base: str) -> None:
         target = clean_abs(f"{self.dest}/{info.linkname}")
         if not target.startswith(self.dest):
             raise _refuse(f"invalid hardlink {_q(target)} -> {_q(info.linkname)}")
         src_dir_path, src_name = posixpath.split(target)
+        missing = f"link {target} {posixpath.join(self.dest, base)}: {_ENOENT}"
         try:
             src_dir = open_in_root(self.root_fd, src_dir_path, os.O_PATH | os.O_DIRECTORY)
         except (FileNotFoundError, NotADirectoryError) as exc:
-            raise _refuse(f"link {target} {posixpath.join(self.dest, base)}: {_ENOENT}") from exc
+            raise _refuse(missing) from exc
         try:
             # linkat without AT_SYMLINK_FOLLOW: a symlink source is linked as the symlink itself
             os.link(src_name, base, src_dir_fd=src_dir, dst_dir_fd=parent, follow_symlinks=False)
         except FileNotFoundError as exc:
-            raise _refuse(f"link {target} {posixpath.join(self.dest, base)}: {_ENOENT}") from exc
+            raise _refuse(missing) from exc
         finally:
             os.close(src_dir)
 
     def _node(self, info: tarfile.TarInfo, parent: int, base: str) -> None:
-        if info.isfifo():
-            kind = stat.S_IFIFO
-        elif not _IS_ROOT:
+        kind = node_kind(info)
+        if kind is None:
             return
-        else:
-            kind = stat.S_IFCHR if info.ischr() else stat.S_IFBLK
         os.mknod(base, kind | 0o600, os.makedev(info.devmajor, info.devminor), dir_fd=parent)
         fd = os.open(base, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
         try:
             if stat.S_IFMT(os.fstat(fd).st_mode) != kind:
                 return  # swapped meanwhile: leave it alone
-            self._owner_by_path(f"/proc/self/fd/{fd}", info)
+            if IS_ROOT:
+                os.chown(f"/proc/self/fd/{fd}", *self._owner(info))
             os.chmod(f"/proc/self/fd/{fd}", info.mode & 0o7777)
             os.utime(f"/proc/self/fd/{fd}", (info.mtime, info.mtime))
         finally:
@@ -207,27 +196,6 @@ class _Extractor:
 
     def _owner(self, info: tarfile.TarInfo) -> tuple[int, int]:
         return self.opts.chown if self.opts.chown is not None else (info.uid, info.gid)
-
-    def _owner_by_path(self, path: str, info: tarfile.TarInfo) -> None:
-        if _IS_ROOT:
-            os.chown(path, *self._owner(info))
-
-    def _fmeta(self, fd: int, info: tarfile.TarInfo) -> None:
-        """Owner, then mode (a chown clears set-id bits), then extended attributes, on the open file."""
-        if _IS_ROOT:
-            os.fchown(fd, *self._owner(info))
-        os.fchmod(fd, info.mode & 0o7777)
-        for key, value in info.pax_headers.items():
-            if key.startswith("SCHILY.xattr."):
-                # Namespaces this filesystem refuses are skipped, as dockerd does.
-                attr = key.removeprefix("SCHILY.xattr.")
-                with contextlib.suppress(OSError):
-                    os.setxattr(fd, attr, value.encode("utf-8", "surrogateescape"))
-
-    def _lmeta(self, info: tarfile.TarInfo, parent: int, base: str) -> None:
-        if _IS_ROOT:
-            os.chown(base, *self._owner(info), dir_fd=parent, follow_symlinks=False)
-        os.utime(base, (info.mtime, info.mtime), dir_fd=parent, follow_symlinks=False)
 
     def restore_dir_times(self) -> None:
         """Directory times last: creating their entries changed them."""
@@ -240,11 +208,3 @@ class _Extractor:
                 os.utime(fd, (mtime, mtime))
             finally:
                 os.close(fd)
-
-
-def _remove(parent: int, name: str, is_dir: bool) -> None:
-    """Delete what is in the way (descriptor-relative: rmtree with ``dir_fd`` never follows symlinks)."""
-    if is_dir:
-        shutil.rmtree(name, dir_fd=parent)
-    else:
-        os.unlink(name, dir_fd=parent)

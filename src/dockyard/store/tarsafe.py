@@ -15,19 +15,25 @@ disk (checked periodically) is the only bound.
 from __future__ import annotations
 
 import bz2
-import contextlib
 import errno
 import gzip
 import hashlib
 import lzma
 import os
-import shutil
 import stat
 import tarfile
 from dataclasses import dataclass, field
 from typing import IO, BinaryIO, cast
 
 from dockyard.errors import InvalidParameter, SystemFailure, Unsupported
+from dockyard.store.tarmember import (
+    apply_fd_meta,
+    apply_link_meta,
+    iter_members,
+    node_kind,
+    remove_entry,
+    write_file,
+)
 
 __all__ = ["ExtractResult", "extract_layer", "open_decompressed"]
 
@@ -36,7 +42,6 @@ _OPAQUE = ".wh..wh..opq"
 _CHUNK = 1 << 20
 _DISK_RESERVE = 64 << 20
 _DISK_CHECK_EVERY = 64 << 20
-_IS_ROOT = os.geteuid() == 0
 
 
 @dataclass
@@ -151,10 +156,10 @@ class _Extractor:
             return
         _remove(parent, base)
         if info.isreg():
-            self._file(tar, info, parent, base)
+            write_file(tar, info, parent, base, (info.uid, info.gid), self._account)
         elif info.issym():
             os.symlink(info.linkname, base, dir_fd=parent)
-            self._chown(info, base, parent)
+            apply_link_meta(info, parent, base, (info.uid, info.gid))
         elif info.islnk():
             self._hardlink(info, parent, base)
         elif info.ischr() or info.isblk() or info.isfifo():
@@ -172,23 +177,10 @@ class _Extractor:
             pass
         fd = self._open_child_dir(parent, base, create=True)
         try:
-            self._fmeta(fd, info)
+            apply_fd_meta(fd, info, (info.uid, info.gid))
         finally:
             os.close(fd)
         self.dir_times.append((parts, float(info.mtime)))
-
-    def _file(self, tar: tarfile.TarFile, info: tarfile.TarInfo, parent: int, base: str) -> None:
-        src = tar.extractfile(info)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-        fd = os.open(base, flags, 0o600, dir_fd=parent)
-        try:
-            while src is not None and (chunk := src.read(_CHUNK)):
-                os.write(fd, chunk)
-                self._account(len(chunk))
-            self._fmeta(fd, info)
-            os.utime(fd, (info.mtime, info.mtime))
-        finally:
-            os.close(fd)
 
     def _hardlink(self, info: tarfile.TarInfo, parent: int, base: str) -> None:
         src_parts = _parts(info.linkname)
@@ -203,28 +195,12 @@ class _Extractor:
             os.close(src_dir)
 
     def _node(self, info: tarfile.TarInfo, parent: int, base: str) -> None:
-        if info.isfifo():
-            kind = stat.S_IFIFO
-        elif not _IS_ROOT:
+        kind = node_kind(info)
+        if kind is None:
             return
-        else:
-            kind = stat.S_IFCHR if info.ischr() else stat.S_IFBLK
         os.mknod(base, kind | (info.mode & 0o7777), os.makedev(info.devmajor, info.devminor), dir_fd=parent)
-        self._chown(info, base, parent)
+        apply_link_meta(info, parent, base, (info.uid, info.gid))
         os.chmod(base, info.mode & 0o7777, dir_fd=parent)
-
-    def _chown(self, info: tarfile.TarInfo, base: str, parent: int) -> None:
-        if _IS_ROOT:
-            os.chown(base, info.uid, info.gid, dir_fd=parent, follow_symlinks=False)
-        os.utime(base, (info.mtime, info.mtime), dir_fd=parent, follow_symlinks=False)
-
-    def _fmeta(self, fd: int, info: tarfile.TarInfo) -> None:
-        if _IS_ROOT:
-            os.fchown(fd, info.uid, info.gid)
-        os.fchmod(fd, info.mode & 0o7777)
-        for key, value in info.pax_headers.items():
-            if key.startswith("SCHILY.xattr."):
-                _set_xattr(fd, key.removeprefix("SCHILY.xattr."), value)
 
     def _account(self, n: int) -> None:
         self.size += n
@@ -247,21 +223,12 @@ class _Extractor:
                 os.close(fd)
 
 
-def _set_xattr(fd: int, name: str, value: str) -> None:
-    # Namespaces this filesystem does not support are not fatal, as with Docker.
-    with contextlib.suppress(OSError):
-        os.setxattr(fd, name, value.encode("utf-8", "surrogateescape"))
-
-
 def _remove(parent: int, name: str) -> None:
     try:
         st = os.lstat(name, dir_fd=parent)
     except FileNotFoundError:
         return
-    if stat.S_ISDIR(st.st_mode):
-        shutil.rmtree(name, dir_fd=parent)
-    else:
-        os.unlink(name, dir_fd=parent)
+    remove_entry(parent, name, stat.S_ISDIR(st.st_mode))
 
 
 def extract_layer(raw: BinaryIO, dest: str) -> ExtractResult:
@@ -287,11 +254,8 @@ def extract_layer(raw: BinaryIO, dest: str) -> ExtractResult:
     root_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY)
     ex = _Extractor(root_fd, dest)
     try:
-        with tarfile.open(fileobj=cast(IO[bytes], reader), mode="r|") as tar:
-            while (info := tar.next()) is not None:
-                ex.member(tar, info)
-                # Why: tarfile keeps every header; dropping them bounds memory for many-file archives.
-                tar.members = []  # type: ignore[attr-defined]
+        for tar, info in iter_members(cast(IO[bytes], reader)):
+            ex.member(tar, info)
         reader.drain()
         ex.restore_dir_times()
     except (tarfile.TarError, EOFError, OSError, lzma.LZMAError) as exc:

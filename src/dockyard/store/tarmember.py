@@ -1,0 +1,113 @@
+"""Writing one tar member, shared by the layer extractor and ``docker cp``'s extractor.
+
+The two extractors differ in how they *find* a member's parent directory (:mod:`dockyard.store.tarsafe`
+refuses symlinks along a path; :mod:`dockyard.store.archive_in` follows them inside the container root),
+but once the parent is an open descriptor, writing a file's data and applying owner, mode, extended
+attributes and times is the same work; it lives here. Everything is relative to a descriptor, never a path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import stat
+import tarfile
+from collections.abc import Callable, Iterator
+from typing import IO
+
+__all__ = [
+    "IS_ROOT",
+    "apply_fd_meta",
+    "apply_link_meta",
+    "iter_members",
+    "node_kind",
+    "remove_entry",
+    "write_file",
+]
+
+_CHUNK = 1 << 20
+IS_ROOT = os.geteuid() == 0
+
+
+def iter_members(stream: IO[bytes]) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo]]:
+    """Parse the tar ``stream`` header by header, in bounded memory.
+
+    Yields:
+        The open archive (to read a member's data from) and each member in turn.
+    """
+    with tarfile.open(fileobj=stream, mode="r|") as tar:
+        while (info := tar.next()) is not None:
+            yield tar, info
+            # Why: tarfile keeps every header; dropping them bounds memory for many-file archives.
+            tar.members = []  # type: ignore[attr-defined]
+
+
+def write_file(
+    tar: tarfile.TarFile,
+    info: tarfile.TarInfo,
+    parent: int,
+    base: str,
+    owner: tuple[int, int],
+    on_chunk: Callable[[int], None] | None = None,
+) -> None:
+    """Create the regular file ``base`` in ``parent`` (it must not exist) with the member's data and metadata.
+
+    Args:
+        tar: the archive the member's data is read from.
+        info: the member.
+        parent: descriptor of the directory to create the file in.
+        base: the file's name.
+        owner: uid and gid to give the file (applied only when running as root).
+        on_chunk: called with the size of every chunk written (disk accounting).
+    """
+    src = tar.extractfile(info)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(base, flags, 0o600, dir_fd=parent)
+    try:
+        while src is not None and (chunk := src.read(_CHUNK)):
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd, view) :]
+            if on_chunk is not None:
+                on_chunk(len(chunk))
+        apply_fd_meta(fd, info, owner)
+        os.utime(fd, (info.mtime, info.mtime))
+    finally:
+        os.close(fd)
+
+
+def apply_fd_meta(fd: int, info: tarfile.TarInfo, owner: tuple[int, int]) -> None:
+    """Owner (as root), then mode (a chown clears set-id bits), then extended attributes, on the open file."""
+    if IS_ROOT:
+        os.fchown(fd, *owner)
+    os.fchmod(fd, info.mode & 0o7777)
+    for key, value in info.pax_headers.items():
+        if key.startswith("SCHILY.xattr."):
+            # Namespaces this filesystem refuses are skipped, as dockerd does.
+            with contextlib.suppress(OSError):
+                os.setxattr(fd, key.removeprefix("SCHILY.xattr."), value.encode("utf-8", "surrogateescape"))
+
+
+def apply_link_meta(info: tarfile.TarInfo, parent: int, base: str, owner: tuple[int, int]) -> None:
+    """Owner (as root) and times of ``base`` in ``parent``, never following it (it may be a symlink)."""
+    if IS_ROOT:
+        os.chown(base, *owner, dir_fd=parent, follow_symlinks=False)
+    os.utime(base, (info.mtime, info.mtime), dir_fd=parent, follow_symlinks=False)
+
+
+def node_kind(info: tarfile.TarInfo) -> int | None:
+    """The ``S_IF*`` type to mknod a fifo/char/block member as; None for a device when not root (skipped)."""
+    if info.isfifo():
+        return stat.S_IFIFO
+    if not IS_ROOT:
+        return None
+    return stat.S_IFCHR if info.ischr() else stat.S_IFBLK
+
+
+def remove_entry(parent: int, name: str, is_dir: bool) -> None:
+    """Delete what is in the way (descriptor-relative: rmtree with ``dir_fd`` never follows symlinks)."""
+    if is_dir:
+        shutil.rmtree(name, dir_fd=parent)
+    else:
+        os.unlink(name, dir_fd=parent)
