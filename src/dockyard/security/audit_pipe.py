@@ -53,8 +53,7 @@ class AuditLog:
         self._proc: subprocess.Popen[bytes] | None = None
         # The hot path (the security stage) appends records here and calls arm() when ``timer`` is None.
         self.queue: list[Record] = []
-        self._urgent = False
-        self._has_start = False
+        self._has_start = False  # a start record is queued (and a hand-over is scheduled at once)
         self.timer: asyncio.TimerHandle | None = None
         self._batch = 0
         self._durable: list[tuple[int, asyncio.Future[None]]] = []
@@ -119,15 +118,14 @@ class AuditLog:
         fut = self._loop.create_future()
         self._durable.append((self._batch + 1, fut))  # the batch the next hand-over sends
         self.queue.append(rec)
-        self._has_start = True
-        if not self._urgent:
-            self._urgent = True
+        if not self._has_start:
+            self._has_start = True
             self._loop.call_soon(self._hand_over)
         return fut
 
     def _hand_over(self) -> None:
         """Send the queued records as one frame."""
-        self._urgent = False
+        has_start, self._has_start = self._has_start, False
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -137,10 +135,8 @@ class AuditLog:
         self._batch += 1
         if self._proc is None or len(self._backlog) > self.max_pending:
             self._shed(records)
-            self._has_start = False
             return
-        data = frame((self._batch, time.time(), time.monotonic(), self._dropped, self._has_start, records))
-        self._has_start = False
+        data = frame((self._batch, time.time(), time.monotonic(), self._dropped, has_start, records))
         self._dropped = 0
         if self._backlog:
             self._backlog += data
