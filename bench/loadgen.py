@@ -115,8 +115,7 @@ async def run_load(
     for _ in range(conns):
         await loop.create_unix_connection(lambda: _Conn(st), sock)
     await asyncio.sleep(warmup)
-    table = process_table()  # the daemons' children count too (dockyard's audit writer is one)
-    pids = {p for root in pids for p in descendants(root, table)}
+    pids = with_children(pids)
     cpu0 = tree_cpu_ticks(pids)
     st.t_start = time.perf_counter()
     st.measuring = True
@@ -147,6 +146,12 @@ async def run_load(
     }
 
 
+def with_children(pids: set[int]) -> set[int]:
+    """The processes and all their descendants: a daemon's children count (dockyard's audit writer is one)."""
+    table = process_table()
+    return {p for root in pids for p in descendants(root, table)}
+
+
 UCLOAD_SRC = Path(__file__).with_name("uload.c")
 UCLOAD_BIN = Path(__file__).with_name(".build") / "uload"
 
@@ -171,8 +176,7 @@ def run_c_load(
     result: dict[str, object] = {}
     for line in proc.stdout:
         if line.startswith("START"):
-            table = process_table()
-            pids = {p for root in pids for p in descendants(root, table)}
+            pids = with_children(pids)
             cpu0, t0 = tree_cpu_ticks(pids), time.perf_counter()
         elif line.startswith("END"):
             cpu1, t1 = tree_cpu_ticks(pids), time.perf_counter()
