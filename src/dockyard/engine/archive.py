@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, TypeVar, cast
+from typing import BinaryIO, cast
 
 from dockyard.engine.archive_bridge import BodyReader, ChunkSink, LoopBridge
 from dockyard.engine.container import Container
@@ -31,7 +31,6 @@ from dockyard.store.inroot import clean_abs, follow_in_scope, open_in_root
 __all__ = ["ArchiveJob", "ArchiveService", "PathStat"]
 
 Write = Callable[[bytes], Awaitable[None]]
-_S = TypeVar("_S")
 
 
 def _not_found(path: str, ref: str) -> NotFound:
@@ -48,8 +47,7 @@ class ArchiveJob:
 
     async def stream(self, write: Write) -> None:
         """Send the tar through ``write`` (raises what ``write`` raises when the client goes away)."""
-        sink = ChunkSink(self._bridge, write)
-        await self._bridge.run(lambda: _tar_into(sink, archive_out.write_source, self._source))
+        await _stream_tar(self._bridge, write, lambda sink: archive_out.write_source(self._source, sink))
 
 
 class ArchiveService:
@@ -61,12 +59,8 @@ class ArchiveService:
 
     async def stat(self, ref: str, path: str) -> PathStat:
         """``HEAD /containers/{id}/archive``: the path's stat, the last component not followed."""
-        c = self.d.repo.get(ref)
-        _check_binds(c, path)
-        async with self._root(c) as root_fd:
-            source = await LoopBridge().run(lambda: _locate(root_fd, path, ref))
-            source.close()
-            return source.stat
+        async with self.archive(ref, path) as job:
+            return job.stat
 
     @contextlib.asynccontextmanager
     async def archive(self, ref: str, path: str) -> AsyncIterator[ArchiveJob]:
@@ -89,8 +83,7 @@ class ArchiveService:
             bridge = LoopBridge()
 
             async def stream(write: Write) -> None:
-                sink = ChunkSink(bridge, write)
-                await bridge.run(lambda: _tar_into(sink, archive_out.write_export, root_fd))
+                await _stream_tar(bridge, write, lambda sink: archive_out.write_export(root_fd, sink))
 
             yield stream
 
@@ -152,9 +145,15 @@ class ArchiveService:
         raise SystemFailure(f"cannot mount the filesystem of container {c.id[:12]}")
 
 
-def _tar_into(sink: ChunkSink, write: Callable[[_S, ChunkSink], None], what: _S) -> None:
-    write(what, sink)
-    sink.flush()  # tarfile does not close a file object it was given
+async def _stream_tar(bridge: LoopBridge, write: Write, tar: Callable[[ChunkSink], None]) -> None:
+    """Run ``tar`` in the bridge's thread, its output sent through ``write`` in chunks."""
+    sink = ChunkSink(bridge, write)
+
+    def job() -> None:
+        tar(sink)
+        sink.flush()  # tarfile never closes a file object it was given: the last chunk is ours to send
+
+    await bridge.run(job)
 
 
 def _locate(root_fd: int, path: str, ref: str) -> Source:

@@ -117,10 +117,6 @@ class ChunkSink:
             self._failed = exc
             raise
 
-    def close(self) -> None:
-        """Send the rest (tarfile closes its file object after the end-of-archive blocks)."""
-        self.flush()
-
 
 async def _send(write: Callable[[bytes], Awaitable[None]], chunk: bytes) -> None:
     await write(chunk)

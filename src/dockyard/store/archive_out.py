@@ -275,8 +275,8 @@ def _names(dir_fd: int) -> list[str]:
 def _open_child_dir(dir_fd: int, name: str, st: os.stat_result) -> int | None:
     try:
         fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
-    except (FileNotFoundError, NotADirectoryError, OSError):
-        return None  # replaced (by a symlink, a file) while we walk
+    except OSError:
+        return None  # replaced (by a symlink, a file) while we walk, or gone
     now = os.fstat(fd)
     if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
         os.close(fd)
