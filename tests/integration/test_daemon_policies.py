@@ -22,24 +22,16 @@ def status(d: Daemon, name: str) -> str:
     return str(inspect(d, name)["State"]["Status"])  # type: ignore[index]
 
 
+def run_sh(d: Daemon, name: str, script: str, *opts: str) -> None:
+    """``docker run -d [opts] --name <name> busybox sh -c <script>`` through the real CLI."""
+    d.cli("run", "-d", *opts, "--name", name, "busybox", "sh", "-c", script)
+
+
 def test_policy_applies_to_exit_while_daemon_down(fresh_daemon: Daemon, unique_name: str) -> None:
     d = fresh_daemon
     flag = d.base / f"{unique_name}.go"
     script = f"echo run; while [ ! -e /host/{flag.name} ]; do sleep 0.05; done; rm /host/{flag.name}; exit 1"
-    d.cli(
-        "run",
-        "-d",
-        "--restart",
-        "on-failure:3",
-        "-v",
-        f"{d.base}:/host",
-        "--name",
-        unique_name,
-        "busybox",
-        "sh",
-        "-c",
-        script,
-    )
+    run_sh(d, unique_name, script, "--restart", "on-failure:3", "-v", f"{d.base}:/host")
     poll(lambda: b"run" in d.cli("logs", unique_name).stdout, what="first run")
     pid = inspect(d, unique_name)["State"]["Pid"]  # type: ignore[index]
     d.kill9()
@@ -55,16 +47,7 @@ def test_policy_applies_to_exit_while_daemon_down(fresh_daemon: Daemon, unique_n
 
 def test_wait_on_adopted_container(fresh_daemon: Daemon, unique_name: str) -> None:
     d = fresh_daemon
-    d.cli(
-        "run",
-        "-d",
-        "--name",
-        unique_name,
-        "busybox",
-        "sh",
-        "-c",
-        "trap 'exit 11' TERM; while true; do sleep 0.1; done",
-    )
+    run_sh(d, unique_name, "trap 'exit 11' TERM; while true; do sleep 0.1; done")
     d.restart()
     env = {"DOCKER_HOST": d.host, "PATH": "/usr/bin:/bin"}
     waiter = subprocess.Popen([DOCKER_CLI, "wait", unique_name], stdout=subprocess.PIPE, env=env)
@@ -77,7 +60,7 @@ def test_wait_on_adopted_container(fresh_daemon: Daemon, unique_name: str) -> No
 
 def test_container_in_backoff_across_restart(fresh_daemon: Daemon, unique_name: str) -> None:
     d = fresh_daemon
-    d.cli("run", "-d", "--restart", "always", "--name", unique_name, "busybox", "sh", "-c", "echo up; exit 2")
+    run_sh(d, unique_name, "echo up; exit 2", "--restart", "always")
     poll(lambda: inspect(d, unique_name)["RestartCount"] >= 3, what="a few restarts")  # type: ignore[operator]
     d.kill9()
     d.start()
@@ -94,19 +77,8 @@ def test_container_in_backoff_across_restart(fresh_daemon: Daemon, unique_name: 
 def test_run_rm_removed_after_daemon_restart(fresh_daemon: Daemon, unique_name: str) -> None:
     d = fresh_daemon
     flag = d.base / f"{unique_name}.go"
-    d.cli(
-        "run",
-        "-d",
-        "--rm",
-        "-v",
-        f"{d.base}:/host",
-        "--name",
-        unique_name,
-        "busybox",
-        "sh",
-        "-c",
-        f"while [ ! -e /host/{flag.name} ]; do sleep 0.05; done",
-    )
+    script = f"while [ ! -e /host/{flag.name} ]; do sleep 0.05; done"
+    run_sh(d, unique_name, script, "--rm", "-v", f"{d.base}:/host")
     d.kill9()
     d.start()
     assert status(d, unique_name) == "running"
@@ -121,7 +93,7 @@ def test_run_rm_exited_while_daemon_down_is_removed(fresh_daemon: Daemon, unique
     d = fresh_daemon
     flag = d.base / f"{unique_name}.go"
     script = f"while [ ! -e /host/{flag.name} ]; do sleep 0.05; done"
-    d.cli("run", "-d", "--rm", "-v", f"{d.base}:/host", "--name", unique_name, "busybox", "sh", "-c", script)
+    run_sh(d, unique_name, script, "--rm", "-v", f"{d.base}:/host")
     pid = inspect(d, unique_name)["State"]["Pid"]  # type: ignore[index]
     d.kill9()
     flag.touch()
