@@ -70,16 +70,8 @@ def test_running_container_survives_daemon(fresh_daemon: Daemon, unique_name: st
 
 def test_docker_attach_streams_after_crash(fresh_daemon: Daemon, unique_name: str) -> None:
     d = fresh_daemon
-    d.cli(
-        "run",
-        "-d",
-        "--name",
-        unique_name,
-        "busybox",
-        "sh",
-        "-c",
-        "i=0; while true; do echo n$i; i=$((i+1)); sleep 0.1; done",
-    )
+    script = "i=0; while true; do echo n$i; i=$((i+1)); sleep 0.1; done"
+    d.cli("run", "-d", "--name", unique_name, "busybox", "sh", "-c", script)
     poll(lambda: b"n1\n" in logs(d, unique_name), what="output")
     d.kill9()
     d.start()
@@ -101,18 +93,8 @@ def test_docker_attach_streams_after_crash(fresh_daemon: Daemon, unique_name: st
 def test_exit_while_daemon_down(fresh_daemon: Daemon, unique_name: str, how: str) -> None:
     d = fresh_daemon
     flag = d.base / f"{unique_name}.go"
-    d.cli(
-        "run",
-        "-d",
-        "-v",
-        f"{d.base}:/host",
-        "--name",
-        unique_name,
-        "busybox",
-        "sh",
-        "-c",
-        f"echo start; while [ ! -e /host/{flag.name} ]; do sleep 0.05; done; echo end; exit 42",
-    )
+    script = f"echo start; while [ ! -e /host/{flag.name} ]; do sleep 0.05; done; echo end; exit 42"
+    d.cli("run", "-d", "-v", f"{d.base}:/host", "--name", unique_name, "busybox", "sh", "-c", script)
     poll(lambda: b"start" in logs(d, unique_name), what="start")
     pid = state(d, unique_name)["Pid"]
     assert isinstance(pid, int) and pid > 0
