@@ -285,27 +285,29 @@ def settled_fd_count(pid: int, at_most: int, timeout: float = 10) -> int:
     return count
 
 
-def _logs_follow(d: Daemon, name: str) -> None:
+def _stream_until_tick(d: Daemon, request: str, status: int) -> None:
+    """Send ``request``, expect ``status``, read until the container's first "tick" arrives, then drop."""
     with connect(d) as s:
-        s.sendall(
-            f"GET /containers/{name}/logs?follow=1&stdout=1&stderr=1 HTTP/1.1\r\nHost: d\r\n\r\n".encode()
-        )
+        s.sendall(request.encode())
         r = Reader(s)
-        assert r.head()[0] == 200
+        assert r.head()[0] == status
         while b"tick" not in r.buf:
             r._fill()
+
+
+def _logs_follow(d: Daemon, name: str) -> None:
+    _stream_until_tick(
+        d, f"GET /containers/{name}/logs?follow=1&stdout=1&stderr=1 HTTP/1.1\r\nHost: d\r\n\r\n", 200
+    )
 
 
 def _attach(d: Daemon, name: str) -> None:
-    with connect(d) as s:
-        s.sendall(
-            f"POST /containers/{name}/attach?stream=1&stdout=1&stdin=1 HTTP/1.1\r\nHost: d\r\n"
-            "Connection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: 0\r\n\r\n".encode()
-        )
-        r = Reader(s)
-        assert r.head()[0] == 101
-        while b"tick" not in r.buf:
-            r._fill()
+    _stream_until_tick(
+        d,
+        f"POST /containers/{name}/attach?stream=1&stdout=1&stdin=1 HTTP/1.1\r\nHost: d\r\n"
+        "Connection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: 0\r\n\r\n",
+        101,
+    )
 
 
 def _wait(d: Daemon, name: str) -> None:
@@ -318,17 +320,8 @@ def _wait(d: Daemon, name: str) -> None:
 @pytest.mark.slow
 def test_disconnects_mid_stream_leak_nothing(fresh_daemon: Daemon, unique_name: str) -> None:
     d = fresh_daemon
-    d.cli(
-        "run",
-        "-d",
-        "-i",
-        "--name",
-        unique_name,
-        "busybox",
-        "sh",
-        "-c",
-        "while true; do echo tick; sleep 0.02; done",
-    )
+    script = "while true; do echo tick; sleep 0.02; done"
+    d.cli("run", "-d", "-i", "--name", unique_name, "busybox", "sh", "-c", script)
     silent = unique_name + "-quiet"  # a follower of a container that prints nothing more must end too
     d.cli("run", "-d", "--name", silent, "busybox", "sh", "-c", "echo tick; exec sleep 600")
     assert d.proc is not None
