@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pty
 import select
+import socket
 import subprocess
 import time
+from collections.abc import Iterator
 
 import docker.errors
 import pytest
@@ -17,6 +20,17 @@ from tests.conftest import DOCKER_CLI, Daemon
 def cli_env(daemon: Daemon) -> dict[str, str]:
     """Environment for a docker CLI started by hand."""
     return {**os.environ, "DOCKER_HOST": daemon.host, "DOCKER_CLI_HINTS": "false"}
+
+
+@contextlib.contextmanager
+def stdin_socket(daemon: Daemon, cid: str) -> Iterator[socket.socket]:
+    """A raw stream attached to the container's stdin through the SDK, closed on leaving."""
+    sock = daemon.api.attach_socket(cid, params={"stdin": 1, "stream": 1})
+    try:
+        yield sock._sock
+    finally:
+        sock._sock.close()
+        sock.close()
 
 
 def test_run_stdin_piped(daemon: Daemon) -> None:
@@ -136,13 +150,9 @@ def test_docker_wait(daemon: Daemon) -> None:
     try:
         time.sleep(0.2)
         assert waiter.poll() is None  # still waiting: the container has not exited
-        sock = daemon.api.attach_socket(cid, params={"stdin": 1, "stream": 1})
-        try:
-            sock._sock.sendall(b"\n")
+        with stdin_socket(daemon, cid) as sock:
+            sock.sendall(b"\n")
             out, _ = waiter.communicate(timeout=10)
-        finally:
-            sock._sock.close()
-            sock.close()
         assert out == b"6\n"
     finally:
         if waiter.poll() is None:
@@ -193,13 +203,9 @@ def test_attach_output_only(daemon: Daemon) -> None:
     )  # fmt: skip
     try:
         time.sleep(0.3)  # let the attach connect before the output is produced
-        sock = daemon.api.attach_socket(cid, params={"stdin": 1, "stream": 1})
-        try:
-            sock._sock.sendall(b"x\n")
+        with stdin_socket(daemon, cid) as sock:
+            sock.sendall(b"x\n")
             out, _ = proc.communicate(timeout=10)
-        finally:
-            sock._sock.close()
-            sock.close()
     finally:
         if proc.poll() is None:
             proc.kill()
