@@ -31,11 +31,10 @@ from typing import BinaryIO
 from dockyard.errors import InvalidParameter, SystemFailure
 from dockyard.store.inroot import clean_abs, make_dirs, open_in_root
 from dockyard.store.tarmember import (
-    IS_ROOT,
     apply_fd_meta,
     apply_link_meta,
     iter_members,
-    node_kind,
+    make_node,
     remove_entry,
     write_file,
 )
@@ -138,7 +137,7 @@ class _Extractor:
         elif info.islnk():
             self._hardlink(info, parent, base)
         elif info.ischr() or info.isblk() or info.isfifo():
-            self._node(info, parent, base)
+            make_node(info, parent, base, self._owner(info))
         else:
             raise _refuse(f"unhandled tar header type {info.type.decode(errors='replace')!r}")
 
@@ -177,22 +176,6 @@ class _Extractor:
             raise _refuse(missing) from exc
         finally:
             os.close(src_dir)
-
-    def _node(self, info: tarfile.TarInfo, parent: int, base: str) -> None:
-        kind = node_kind(info)
-        if kind is None:
-            return
-        os.mknod(base, kind | 0o600, os.makedev(info.devmajor, info.devminor), dir_fd=parent)
-        fd = os.open(base, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
-        try:
-            if stat.S_IFMT(os.fstat(fd).st_mode) != kind:
-                return  # swapped meanwhile: leave it alone
-            if IS_ROOT:
-                os.chown(f"/proc/self/fd/{fd}", *self._owner(info))
-            os.chmod(f"/proc/self/fd/{fd}", info.mode & 0o7777)
-            os.utime(f"/proc/self/fd/{fd}", (info.mtime, info.mtime))
-        finally:
-            os.close(fd)
 
     def _owner(self, info: tarfile.TarInfo) -> tuple[int, int]:
         return self.opts.chown if self.opts.chown is not None else (info.uid, info.gid)

@@ -21,7 +21,7 @@ __all__ = [
     "apply_fd_meta",
     "apply_link_meta",
     "iter_members",
-    "node_kind",
+    "make_node",
     "remove_entry",
     "write_file",
 ]
@@ -96,13 +96,30 @@ def apply_link_meta(info: tarfile.TarInfo, parent: int, base: str, owner: tuple[
     os.utime(base, (info.mtime, info.mtime), dir_fd=parent, follow_symlinks=False)
 
 
-def node_kind(info: tarfile.TarInfo) -> int | None:
-    """The ``S_IF*`` type to mknod a fifo/char/block member as; None for a device when not root (skipped)."""
+def make_node(info: tarfile.TarInfo, parent: int, base: str, owner: tuple[int, int]) -> None:
+    """Create the fifo or device ``base`` in ``parent`` (devices only as root; otherwise skipped).
+
+    It is made private first, then owner, mode and times are applied through a descriptor of the node
+    itself, so a node swapped for a symlink meanwhile is never followed (it is left alone).
+    """
     if info.isfifo():
-        return stat.S_IFIFO
-    if not IS_ROOT:
-        return None
-    return stat.S_IFCHR if info.ischr() else stat.S_IFBLK
+        kind = stat.S_IFIFO
+    elif not IS_ROOT:
+        return
+    else:
+        kind = stat.S_IFCHR if info.ischr() else stat.S_IFBLK
+    os.mknod(base, kind | 0o600, os.makedev(info.devmajor, info.devminor), dir_fd=parent)
+    fd = os.open(base, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+    try:
+        if stat.S_IFMT(os.fstat(fd).st_mode) != kind:
+            return  # swapped meanwhile: leave it alone
+        by_fd = f"/proc/self/fd/{fd}"  # an O_PATH descriptor takes no fchown/fchmod; its proc link does
+        if IS_ROOT:
+            os.chown(by_fd, *owner)
+        os.chmod(by_fd, info.mode & 0o7777)
+        os.utime(by_fd, (info.mtime, info.mtime))
+    finally:
+        os.close(fd)
 
 
 def remove_entry(parent: int, name: str, is_dir: bool) -> None:

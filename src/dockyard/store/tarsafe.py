@@ -30,7 +30,7 @@ from dockyard.store.tarmember import (
     apply_fd_meta,
     apply_link_meta,
     iter_members,
-    node_kind,
+    make_node,
     remove_entry,
     write_file,
 )
@@ -163,7 +163,7 @@ class _Extractor:
         elif info.islnk():
             self._hardlink(info, parent, base)
         elif info.ischr() or info.isblk() or info.isfifo():
-            self._node(info, parent, base)
+            make_node(info, parent, base, (info.uid, info.gid))
         else:
             raise InvalidParameter(f"unsupported tar member type {info.type!r} for {info.name!r}")
 
@@ -193,14 +193,6 @@ class _Extractor:
             raise InvalidParameter(f"invalid hardlink {info.name!r}: target not in layer") from exc
         finally:
             os.close(src_dir)
-
-    def _node(self, info: tarfile.TarInfo, parent: int, base: str) -> None:
-        kind = node_kind(info)
-        if kind is None:
-            return
-        os.mknod(base, kind | (info.mode & 0o7777), os.makedev(info.devmajor, info.devminor), dir_fd=parent)
-        apply_link_meta(info, parent, base, (info.uid, info.gid))
-        os.chmod(base, info.mode & 0o7777, dir_fd=parent)
 
     def _account(self, n: int) -> None:
         self.size += n
