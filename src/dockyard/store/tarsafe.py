@@ -22,7 +22,7 @@ import lzma
 import os
 import stat
 import tarfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import IO, BinaryIO, cast
 
 from dockyard.errors import InvalidParameter, SystemFailure, Unsupported
@@ -50,7 +50,6 @@ class ExtractResult:
 
     diff_id: str
     size: int
-    dir_times: list[tuple[list[str], float]] = field(default_factory=list)
 
 
 class _HashingReader:
