@@ -65,9 +65,8 @@ def open_in_root(root_fd: int, path: str, flags: int = os.O_RDONLY | os.O_DIRECT
         if fd >= 0:
             return int(fd)
         err = ctypes.get_errno()
-        if err == errno.EINTR:
-            continue
-        if err == errno.EAGAIN:  # a concurrent rename made the kernel give up on a race-free answer; retry
+        # EAGAIN: a concurrent rename made the kernel give up on a race-free answer; retry as for EINTR.
+        if err in (errno.EINTR, errno.EAGAIN):
             continue
         if err == errno.ENOSYS:
             raise SystemFailure("openat2(2) is not available: container archives need Linux 5.6 or newer")
