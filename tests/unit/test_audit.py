@@ -17,7 +17,7 @@ from dockyard.api.middleware.ratelimit import RateLimiter
 from dockyard.errors import TooManyRequests
 from dockyard.security.audit import GENESIS, ChainFile, line_hash, log_files, read_records, verify
 from dockyard.security.audit_pipe import AuditLog
-from dockyard.security.audit_writer import Record
+from dockyard.security.audit_writer import CHUNK, Record
 from dockyard.security.identity import Identity
 from dockyard.security.policy import Limits
 
@@ -70,6 +70,23 @@ def test_reopening_continues_the_chain(tmp_path: Path) -> None:
     _write(path, 5, start=5)
     result = verify(path)
     assert result.ok and result.lines == 10
+
+
+def test_a_batch_of_several_chunks_keeps_its_order_and_its_start_record(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    reads = 2 * CHUNK + 45  # the writer chains and writes a frame CHUNK records at a time
+
+    async def main() -> None:
+        log = AuditLog(path)
+        await log.open()
+        for i in range(reads):
+            log.add(_record(i))
+        await log.add_durable(_record(reads, durable=True))  # one frame with the reads before it
+        assert _numbers(path) == list(range(reads + 1))  # acknowledged: it and all before it are written
+        await log.close()
+
+    asyncio.run(main())
+    assert verify(path).ok
 
 
 def test_torn_last_line_is_cut_on_open(tmp_path: Path) -> None:
