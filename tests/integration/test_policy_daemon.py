@@ -58,27 +58,36 @@ limits = {{ requests_per_second = 5, burst = 5 }}
 """
 
 
-def _ensure_user(name: str, groups: list[str]) -> None:
+def _ensure_user(name: str, groups: list[str], made: list[tuple[str, str]]) -> None:
+    """Create the user and groups that do not exist yet, noting them in ``made`` (to remove afterwards)."""
     for g in [SOCKET_GROUP, *groups]:
         try:
             grp.getgrnam(g)
         except KeyError:
             subprocess.run(["groupadd", g], check=True)
+            made.append(("groupdel", g))
     try:
         pwd.getpwnam(name)
     except KeyError:
         subprocess.run(["useradd", "-M", "-N", "-s", "/usr/sbin/nologin", name], check=True)
+        made.append(("userdel", name))
     subprocess.run(["usermod", "-a", "-G", ",".join([SOCKET_GROUP, *groups]), name], check=True)
 
 
 @pytest.fixture(scope="module")
-def users() -> None:
+def users() -> Iterator[None]:
     if os.geteuid() != 0:
         pytest.skip("needs root to create users")
-    _ensure_user(MONITOR, ["dymonitor"])
-    _ensure_user(CI, [])
-    _ensure_user(OTHER, [])
-    _ensure_user("dylimited", [])
+    made: list[tuple[str, str]] = []
+    try:
+        _ensure_user(MONITOR, ["dymonitor"], made)
+        _ensure_user(CI, [], made)
+        _ensure_user(OTHER, [], made)
+        _ensure_user("dylimited", [], made)
+        yield
+    finally:
+        for command, name in sorted(made, key=lambda m: m[0] != "userdel"):  # users before their groups
+            subprocess.run([command, name], check=False, capture_output=True)
 
 
 class PolicyDaemon(Daemon):
