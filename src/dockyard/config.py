@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -179,23 +180,36 @@ def validate(cfg: DaemonConfig) -> DaemonConfig:
     if cfg.log_level not in ("debug", "info", "warn", "error", "fatal"):
         raise ConfigError(f"invalid log level {cfg.log_level!r}")
     if cfg.tls or cfg.tlsverify:
-        _validate_tls_files(cfg)
+        defaulted = _default_tls_files(cfg)
+        _validate_tls_files(defaulted, cfg)
+        cfg = defaulted
     return cfg
 
 
-def _validate_tls_files(cfg: DaemonConfig) -> None:
-    """Each TLS file must be named and readable, so a typo fails the start with its name, not an SSL error."""
-    needed = {"--tlscert": cfg.tlscert, "--tlskey": cfg.tlskey}
+def _default_tls_files(cfg: DaemonConfig) -> DaemonConfig:
+    """dockerd's defaults for the TLS files not given: ``ca.pem``, ``cert.pem`` and ``key.pem`` in
+    ``$DOCKER_CERT_PATH``, else in the docker CLI's configuration directory (``$DOCKER_CONFIG``, else
+    ``~/.docker``)."""
+    where = os.environ.get("DOCKER_CERT_PATH") or os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker"
+    d = Path(where).absolute()
+    return replace(cfg, tlscacert=cfg.tlscacert or d / "ca.pem", tlscert=cfg.tlscert or d / "cert.pem",
+                   tlskey=cfg.tlskey or d / "key.pem")  # fmt: skip
+
+
+def _validate_tls_files(cfg: DaemonConfig, given: DaemonConfig) -> None:
+    """Each TLS file must be readable, so a typo fails the start with its name, not an SSL error; a default
+    that is missing says it was one."""
+    needed = {"--tlscert": (cfg.tlscert, given.tlscert), "--tlskey": (cfg.tlskey, given.tlskey)}
     if cfg.tlsverify:
-        needed["--tlscacert"] = cfg.tlscacert
-    for flag, path in needed.items():
-        if path is None:
-            raise ConfigError(f"{flag} is required with --tls/--tlsverify")
+        needed["--tlscacert"] = (cfg.tlscacert, given.tlscacert)
+    for flag, (path, named) in needed.items():
+        assert path is not None
         try:
             with path.open("rb"):
                 pass
         except OSError as exc:
-            raise ConfigError(f"could not read {flag} file {str(path)!r}: {exc.strerror}") from None
+            how = "" if named is not None else f" (the default: pass {flag} or set DOCKER_CERT_PATH)"
+            raise ConfigError(f"could not read {flag} file {str(path)!r}{how}: {exc.strerror}") from None
 
 
 def log_level(cfg: DaemonConfig) -> int:

@@ -282,20 +282,50 @@ def test_insecure_tcp_serves_with_loud_warning(seed_root: Path) -> None:
         shutil.rmtree(d.base, ignore_errors=True)
 
 
-def test_missing_tls_file_is_a_clear_error(certs: Path, scratch: Path) -> None:
+def test_missing_tls_file_is_a_clear_error(
+    certs: Path, scratch: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     args = ["-H", "tcp://127.0.0.1:0", "--tlsverify", "--tlscacert", str(certs / "ca.pem"),
             "--tlscert", str(scratch / "nope.pem"), "--tlskey", str(certs / "server-key.pem")]  # fmt: skip
     with pytest.raises(
         configmod.ConfigError, match=r"could not read --tlscert file '.*nope\.pem': No such file"
     ):
         configmod.load(args)
-    with pytest.raises(configmod.ConfigError, match="--tlscacert is required"):
+    monkeypatch.setenv("DOCKER_CERT_PATH", str(scratch / "no-certs-here"))
+    with pytest.raises(
+        configmod.ConfigError,
+        match=r"could not read --tlscacert file '.*/no-certs-here/ca\.pem' "
+        r"\(the default: pass --tlscacert or set DOCKER_CERT_PATH\): No such file",
+    ):
         configmod.load(
             ["--tlsverify", "--tlscert", str(certs / "server.pem"), "--tlskey", str(certs / "server-key.pem")]
         )
     proc = subprocess.run(_daemon_cmd(scratch, *args), capture_output=True, timeout=30)
     assert proc.returncode == 1
     assert b"could not read --tlscert file" in proc.stderr
+
+
+def test_tls_files_default_to_docker_cert_path(
+    seed_root: Path, certs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As dockerd: ``--tlsverify`` alone takes ca.pem, cert.pem and key.pem from $DOCKER_CERT_PATH."""
+    cert_dir = tmp_path / "docker-certs"
+    cert_dir.mkdir()
+    for src, dst in (("ca.pem", "ca.pem"), ("server.pem", "cert.pem"), ("server-key.pem", "key.pem")):
+        shutil.copy(certs / src, cert_dir / dst)
+    monkeypatch.setenv("DOCKER_CERT_PATH", str(cert_dir))
+    port = _free_port()
+    d = Daemon(_base_dir(), seed_root, ["-H", f"tcp://127.0.0.1:{port}", "--tlsverify"])
+    try:
+        _start(d)
+        monkeypatch.delenv("DOCKER_CERT_PATH")
+        ok = _tls_cli(certs, port, "version", "--format", "{{.Server.Version}}")
+        assert ok.returncode == 0, ok.stderr
+        stranger = _tls_cli(certs, port, "version", cert="stranger")  # the default CA decides
+        assert stranger.returncode != 0
+    finally:
+        d.cleanup()
+        shutil.rmtree(d.base, ignore_errors=True)
 
 
 def test_key_not_matching_certificate_fails_start(certs: Path, scratch: Path) -> None:
