@@ -252,6 +252,22 @@ def test_pipelined_requests_answered_in_order(daemon: Daemon, unique_name: str) 
         assert s.recv(10) == b""  # Connection: close honoured after the last one
 
 
+def test_malformed_request_behind_a_running_one_is_answered_after_it(
+    daemon: Daemon, unique_name: str
+) -> None:
+    daemon.cli("run", "-d", "--name", unique_name, "busybox", "sleep", "1")
+    with connect(daemon, timeout=30) as s:
+        s.sendall(f"POST /containers/{unique_name}/wait HTTP/1.1\r\nHost: d\r\nContent-Length: 0\r\n\r\n"
+                  "GARBAGE\r\n\r\n".encode())  # fmt: skip
+        r = Reader(s)
+        status, _, body = r.response()  # the wait's answer first, a second later
+        assert status == 200 and json.loads(body)["StatusCode"] == 0
+        status, _, body = r.response()
+        assert status == 400 and "malformed HTTP request" in json.loads(body)["message"]
+        assert s.recv(100) == b""
+    assert daemon.ping()
+
+
 def test_many_concurrent_pings(daemon: Daemon) -> None:
     conns = [connect(daemon) for _ in range(200)]
     try:

@@ -105,6 +105,7 @@ class HttpConnection(asyncio.Protocol):
         self._linger: asyncio.TimerHandle | None = None
         self._pending: collections.deque[Request] = collections.deque()
         self._busy = False
+        self._rejected: DockyardError | None = None  # unparsable input behind requests still to answer
         self._raw: RawStream | None = None
         self._paused_writing = False
         self._drain_waiters: list[asyncio.Future[None]] = []
@@ -151,7 +152,7 @@ class HttpConnection(asyncio.Protocol):
         self._wake_drainers(None)
 
     def data_received(self, data: bytes) -> None:
-        if self._closing:
+        if self._closing or self._rejected is not None:
             return  # read only so that the close is not a reset
         if self._raw is not None:
             self._raw.reader.feed_data(data)
@@ -170,12 +171,12 @@ class HttpConnection(asyncio.Protocol):
             if isinstance(inner, _Closing):
                 pass
             elif isinstance(inner, TooLarge):
-                self._reject(inner)
+                self._reject_in_turn(inner)
             else:
                 log.error("HTTP callback failed", exc_info=inner or exc)
-                self._reject(SystemFailure("internal error while reading the request"))
+                self._reject_in_turn(SystemFailure("internal error while reading the request"))
         except httptools.HttpParserError as exc:
-            self._reject(InvalidParameter(f"malformed HTTP request: {exc}"))
+            self._reject_in_turn(InvalidParameter(f"malformed HTTP request: {exc}"))
 
     def eof_received(self) -> bool:
         if self._raw is not None:
@@ -321,13 +322,15 @@ class HttpConnection(asyncio.Protocol):
                 self._close_lingering()
                 return
             self._drop_rest()
-        if not self._keep_alive or (self.input_ended.done() and not self._pending):
+        if not self._keep_alive or (self.input_ended.done() and not self._pending and self._rejected is None):
             self.transport.close()
             return
         if self._pending:
-            if len(self._pending) <= 16:
+            if len(self._pending) <= 16 and self._rejected is None:
                 self.transport.resume_reading()
             self._run(self._pending.popleft())
+        elif self._rejected is not None:
+            self._reject(self._rejected)
         elif self._deadline is None and not self.closed.done():
             self._arm_timer(self._idle_timeout)
 
@@ -485,6 +488,14 @@ class HttpConnection(asyncio.Protocol):
     def _timed_out(self) -> None:
         if not self._busy and self._raw is None:  # never cut a response or a hijacked stream
             self.transport.close()
+
+    def _reject_in_turn(self, exc: DockyardError) -> None:
+        """:meth:`_reject`, after the requests before the bad input are answered (responses stay in order)."""
+        if self._busy:
+            self._rejected = exc
+            self.transport.pause_reading()
+            return
+        self._reject(exc)
 
     def _reject(self, exc: DockyardError) -> None:
         """Answer a request that could not be parsed (status from the one error table) and hang up."""
