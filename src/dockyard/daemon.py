@@ -35,7 +35,7 @@ from dockyard.engine.exec import ExecService
 from dockyard.engine.image_lookup import ImageLookupAdapter
 from dockyard.engine.images import ImageService
 from dockyard.engine.lifecycle import LifecycleDeps
-from dockyard.engine.owned import OwnedView
+from dockyard.engine.owned import OwnedView, owned_by
 from dockyard.engine.stdio import StdioService
 from dockyard.engine.system import SystemService
 from dockyard.errors import DockyardError
@@ -102,11 +102,11 @@ class _Counts:
         self._containers = containers
         self._images = images
 
-    def counts(self) -> dict[str, int]:
-        return self._containers.counts()
+    def counts(self, owner: str | None = None) -> dict[str, int]:
+        return self._containers.counts(owned_by(owner) if owner is not None else None)
 
-    def image_count(self) -> int:
-        return len(self._images.list_images())
+    def image_count(self, owner: str | None = None) -> int:
+        return len(self._images.list_images(viewer=owner))
 
 
 def build_app(engine: Engine, security: Security | None = None) -> App:

@@ -268,6 +268,24 @@ def _real_routes() -> list[Any]:
     return build_app(_Anything()).router.routes()  # type: ignore[arg-type]
 
 
+def test_info_counts_only_what_the_caller_can_list(pd: OwnerDaemon) -> None:
+    pd.as_user(CI, "create", "--pull", "never", "busybox", "true", check=True)
+    pd.client.containers.create("busybox", "true")  # the admin's: nobody's, so not the confined users'
+
+    def info(user: str) -> list[int]:
+        out = pd.as_user(user, "info", "--format", "{{.Containers}} {{.ContainersRunning}} "
+                         "{{.ContainersPaused}} {{.ContainersStopped}} {{.Images}}", check=True).stdout  # fmt: skip
+        return [int(n) for n in out.split()]
+
+    for user in (CI, OTHER):
+        total, running, paused, stopped, images = info(user)
+        assert total == len(pd.as_user(user, "ps", "-aq", check=True).stdout.split())
+        assert running + paused + stopped == total
+        assert images == len(set(pd.as_user(user, "images", "-q", check=True).stdout.split()))
+    everything = pd.client.info()
+    assert everything["Containers"] == len(pd.client.containers.list(all=True)) > info(CI)[0] >= 1
+
+
 def test_every_route_under_anothers_object_answers_404(pd: OwnerDaemon) -> None:
     routes = _real_routes()
     assert any(r.operation == "ContainerLogs" for r in routes)

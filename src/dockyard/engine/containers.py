@@ -8,6 +8,7 @@ import os
 import secrets
 import shutil
 import time
+from collections.abc import Callable
 from typing import Any
 
 from dockyard.engine import state as st
@@ -177,10 +178,12 @@ class ContainerService:
         """Containers made from an image, with whether each is running (for image removal)."""
         return [(c.id, c.state.running) for c in self.repo.all() if c.image_id == image_id]
 
-    def counts(self) -> dict[str, int]:
-        """Containers by state, for ``/info``."""
+    def counts(self, keep: Callable[[Container], bool] | None = None) -> dict[str, int]:
+        """Containers by state, for ``/info`` (only those ``keep`` accepts, when given)."""
         out = {"total": 0, "running": 0, "paused": 0, "stopped": 0}
         for c in self.repo.all():
+            if keep is not None and not keep(c):
+                continue
             out["total"] += 1
             key = {st.RUNNING: "running", st.PAUSED: "paused"}.get(c.state.status, "stopped")
             out[key] += 1

@@ -15,12 +15,12 @@ from dockyard import __version__
 class Counts(Protocol):
     """What system info needs to know about containers and images."""
 
-    def counts(self) -> dict[str, int]:
-        """Container counts by state: total, running, paused, stopped."""
+    def counts(self, owner: str | None = None) -> dict[str, int]:
+        """Container counts by state: total, running, paused, stopped (``owner``'s only, when given)."""
         ...
 
-    def image_count(self) -> int:
-        """Number of images."""
+    def image_count(self, owner: str | None = None) -> int:
+        """Number of images (those ``owner`` sees, when given: its own and the unowned ones)."""
         ...
 
 
@@ -79,9 +79,9 @@ class SystemService:
             "BuildTime": "",
         }
 
-    def info(self) -> dict[str, Any]:
-        """The ``/info`` document."""
-        counts = self._counts.counts()
+    def info(self, owner: str | None = None) -> dict[str, Any]:
+        """The ``/info`` document; a caller confined to ``owner``'s objects counts only those it can see."""
+        counts = self._counts.counts(owner)
         uname = os.uname()
         return {
             "ID": self._id,
@@ -89,7 +89,7 @@ class SystemService:
             "ContainersRunning": counts["running"],
             "ContainersPaused": counts["paused"],
             "ContainersStopped": counts["stopped"],
-            "Images": self._counts.image_count(),
+            "Images": self._counts.image_count(owner),
             "Driver": self._driver,
             "DriverStatus": [["Backing Filesystem", "extfs"]] if self._driver == "overlay2" else [],
             "Plugins": {

@@ -26,7 +26,8 @@ def register(router: Router, system: SystemService) -> None:
         return json_response(system.version())
 
     def system_info(req: Request) -> Response:
-        return json_response(system.info())
+        # A caller confined to its own objects (owner isolation) counts only what it can list.
+        return json_response(system.info(req.decision.owner if req.decision is not None else None))
 
     router.add("GET", "/_ping", "SystemPing", system_ping)
     router.add("HEAD", "/_ping", "SystemPingHead", system_ping)
