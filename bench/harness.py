@@ -29,8 +29,8 @@ class Config:
     """Iteration counts and time limits; ``quick`` makes a smoke run."""
 
     run_n: int = 20
-    load_seconds: float = 3.0
-    load_reps: int = 3
+    load_seconds: float = 0.5
+    load_reps: int = 16
     load_conns: int = 16
     list_containers: int = 500
     list_n: int = 20
@@ -39,7 +39,7 @@ class Config:
     step_budget_s: float = 180.0
 
 
-QUICK = Config(run_n=3, load_seconds=1.0, load_reps=1, list_n=5, exec_n=3, step_budget_s=60.0)
+QUICK = Config(run_n=3, load_seconds=0.5, load_reps=2, list_n=5, exec_n=3, step_budget_s=60.0)
 
 
 @dataclass(frozen=True)
