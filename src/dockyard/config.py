@@ -190,7 +190,10 @@ def _default_tls_files(cfg: DaemonConfig) -> DaemonConfig:
     """dockerd's defaults for the TLS files not given: ``ca.pem``, ``cert.pem`` and ``key.pem`` in
     ``$DOCKER_CERT_PATH``, else in the docker CLI's configuration directory (``$DOCKER_CONFIG``, else
     ``~/.docker``)."""
-    where = os.environ.get("DOCKER_CERT_PATH") or os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker"
+    # expanduser, not Path.home(): without $HOME or a passwd entry it leaves "~" (named in the error) instead
+    # of raising
+    home = os.path.expanduser("~/.docker")
+    where = os.environ.get("DOCKER_CERT_PATH") or os.environ.get("DOCKER_CONFIG") or home
     d = Path(where).absolute()
     return replace(cfg, tlscacert=cfg.tlscacert or d / "ca.pem", tlscert=cfg.tlscert or d / "cert.pem",
                    tlskey=cfg.tlskey or d / "key.pem")  # fmt: skip
