@@ -121,7 +121,7 @@ def build_app(engine: Engine, security: Security | None = None) -> App:
     return App(router, security.middleware if security is not None else None)
 
 
-def _owner_labels(engine: Engine) -> OwnedView:
+def _owned_view(engine: Engine) -> OwnedView:
     """The engine's objects as owner isolation sees them: containers, execs (by container), images."""
     return OwnedView(engine.containers.repo, engine.execs, engine.images)
 
@@ -131,7 +131,7 @@ async def run(cfg: DaemonConfig) -> None:
     listeners = _listen(cfg)
     engine = await build_engine(cfg)
     await engine.containers.lifecycle.restore()
-    security = await Security.start(cfg, _owner_labels(engine))
+    security = await Security.start(cfg, _owned_view(engine))
     app = build_app(engine, security)
     servers = [await serve_socket(app, lst.sock, lst.tls) for lst in listeners]
     if cfg.pidfile is not None:

@@ -61,7 +61,6 @@ class OwnedObjects(Protocol):
         ...
 
 
-LabelLookup = OwnedObjects  # the name the security stack knows it by
 _FILTERED = ("ContainerList", "ContainerPrune", "SystemEvents")  # narrowed with a label filter
 _BODY_DECIDED = frozenset({"ContainerCreate", "ImageCreate"})  # decided on the body or query too
 # Operations naming objects in their query: (parameter, kind). None is served yet; when one is, its
@@ -240,10 +239,10 @@ def _add_owner_filter(req: Request, owner: str, pivot: Callable[[str], str] | No
     current = parse_filters(req.arg("filters"))  # the engine's own parser: same reading, same errors
     fields = {k: list(v) for k, v in current.fields.items()}
     fields["label"] = [*fields.get("label", []), f"{OWNER_LABEL}={owner}"]
-    for key in ("before", "since"):
-        if pivot is not None and fields.get(key):
-            resolve = pivot
-            fields[key] = [resolve(ref) for ref in fields[key]]
+    if pivot is not None:
+        for key in ("before", "since"):
+            if key in fields:
+                fields[key] = [pivot(ref) for ref in fields[key]]
     pairs = [(k, v) for k, v in parse_qsl(req.query_string, keep_blank_values=True) if k != "filters"]
     _set_query(req, [*pairs, ("filters", json.dumps(fields))])
 

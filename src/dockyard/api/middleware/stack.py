@@ -16,7 +16,7 @@ from dockyard.api.app import Middleware
 from dockyard.config import DaemonConfig
 from dockyard.security.audit_pipe import AuditLog
 
-from .authz import AuthzMiddleware, LabelLookup, PolicyHolder
+from .authz import AuthzMiddleware, OwnedObjects, PolicyHolder
 from .stage import SecurityStage
 
 log = logging.getLogger("dockyard.security")
@@ -35,13 +35,13 @@ class Security:
 
     @classmethod
     async def start(
-        cls, cfg: DaemonConfig, labels: LabelLookup, operations: Mapping[str, str] | None = None
+        cls, cfg: DaemonConfig, objects: OwnedObjects, operations: Mapping[str, str] | None = None
     ) -> Security:
         """Load the policy (a bad file stops the start) and open the audit log.
 
         Args:
             cfg: the daemon configuration (``policy``, ``audit_log``, ``data_root``).
-            labels: container labels by reference, for owner isolation.
+            objects: the engine's objects as owner isolation sees them (containers, execs, images).
             operations: operation → method of every registered route.
 
         Returns:
@@ -50,7 +50,7 @@ class Security:
         holder = None
         if cfg.policy is not None:
             holder = await asyncio.to_thread(PolicyHolder, cfg.policy, operations)
-        authz = AuthzMiddleware(holder, labels) if holder is not None else None
+        authz = AuthzMiddleware(holder, objects) if holder is not None else None
         audit = None
         if cfg.audit_log is not None and str(cfg.audit_log) == AUDIT_OFF:
             log.warning("!!! --audit-log off: API calls are NOT audited")
