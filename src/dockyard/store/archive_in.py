@@ -30,14 +30,7 @@ from typing import BinaryIO
 
 from dockyard.errors import InvalidParameter, SystemFailure
 from dockyard.store.inroot import clean_abs, make_dirs, open_in_root
-from dockyard.store.tarmember import (
-    apply_fd_meta,
-    apply_link_meta,
-    iter_members,
-    make_node,
-    remove_entry,
-    write_file,
-)
+from dockyard.store.tarmember import apply_fd_meta, create_entry, iter_members, remove_entry
 from dockyard.store.tarsafe import open_decompressed
 
 __all__ = ["ExtractOptions", "extract_archive"]
@@ -130,15 +123,13 @@ class _Extractor:
                 remove_entry(parent, base, was_dir)
         if info.isdir():
             self._dir(info, parent, path, base)
-        elif info.isreg():
-            write_file(tar, info, parent, base, self._owner(info))
-        elif info.issym():
-            self._symlink(info, parent, path, base)
-        elif info.islnk():
+            return
+        if info.islnk():
             self._hardlink(info, parent, base)
-        elif info.ischr() or info.isblk() or info.isfifo():
-            make_node(info, parent, base, self._owner(info))
-        else:
+            return
+        if info.issym():
+            self._check_symlink(info, path)
+        if not create_entry(tar, info, parent, base, self._owner(info)):
             raise _refuse(f"unhandled tar header type {info.type.decode(errors='replace')!r}")
 
     def _dir(self, info: tarfile.TarInfo, parent: int, path: str, base: str) -> None:
@@ -151,13 +142,11 @@ class _Extractor:
             os.close(fd)
         self.dir_times.append((path, int(info.mtime)))
 
-    def _symlink(self, info: tarfile.TarInfo, parent: int, path: str, base: str) -> None:
+    def _check_symlink(self, info: tarfile.TarInfo, path: str) -> None:
         # dockerd's rule (a string prefix, as in Go): a relative target must stay under the destination.
         target = clean_abs(f"{posixpath.dirname(path)}/{info.linkname}")  # Go's Join: no reset at "/"
         if not target.startswith(self.dest):
             raise _refuse(f"invalid symlink {_q(path)} -> {_q(info.linkname)}")
-        os.symlink(info.linkname, base, dir_fd=parent)
-        apply_link_meta(info, parent, base, self._owner(info))
 
     def _hardlink(self, info: tarfile.TarInfo, parent: int, base: str) -> None:
         target = clean_abs(f"{self.dest}/{info.linkname}")

@@ -20,6 +20,7 @@ __all__ = [
     "IS_ROOT",
     "apply_fd_meta",
     "apply_link_meta",
+    "create_entry",
     "iter_members",
     "make_node",
     "remove_entry",
@@ -41,6 +42,42 @@ def iter_members(stream: IO[bytes]) -> Iterator[tuple[tarfile.TarFile, tarfile.T
             yield tar, info
             # Why: tarfile keeps every header; dropping them bounds memory for many-file archives.
             tar.members = []  # type: ignore[attr-defined]
+
+
+def create_entry(
+    tar: tarfile.TarFile,
+    info: tarfile.TarInfo,
+    parent: int,
+    base: str,
+    owner: tuple[int, int],
+    on_chunk: Callable[[int], None] | None = None,
+) -> bool:
+    """Create the file, symlink, fifo or device ``base`` in ``parent`` (nothing may be in its way).
+
+    Directories and hardlinks are the caller's: each extractor finds an existing directory or a link's
+    source its own way.
+
+    Args:
+        tar: the archive the member's data is read from.
+        info: the member.
+        parent: descriptor of the directory to create the entry in.
+        base: the entry's name.
+        owner: uid and gid to give the entry (applied only when running as root).
+        on_chunk: called with the size of every chunk of file data written (disk accounting).
+
+    Returns:
+        False for a member type this does not create (the caller refuses it with its own text).
+    """
+    if info.isreg():
+        write_file(tar, info, parent, base, owner, on_chunk)
+    elif info.issym():
+        os.symlink(info.linkname, base, dir_fd=parent)
+        apply_link_meta(info, parent, base, owner)
+    elif info.ischr() or info.isblk() or info.isfifo():
+        make_node(info, parent, base, owner)
+    else:
+        return False
+    return True
 
 
 def write_file(

@@ -26,14 +26,7 @@ from dataclasses import dataclass
 from typing import IO, BinaryIO, cast
 
 from dockyard.errors import InvalidParameter, SystemFailure, Unsupported
-from dockyard.store.tarmember import (
-    apply_fd_meta,
-    apply_link_meta,
-    iter_members,
-    make_node,
-    remove_entry,
-    write_file,
-)
+from dockyard.store.tarmember import apply_fd_meta, create_entry, iter_members, remove_entry
 
 __all__ = ["ExtractResult", "extract_layer", "open_decompressed"]
 
@@ -154,16 +147,9 @@ class _Extractor:
             self._dir(info, parent, parts)
             return
         _remove(parent, base)
-        if info.isreg():
-            write_file(tar, info, parent, base, (info.uid, info.gid), self._account)
-        elif info.issym():
-            os.symlink(info.linkname, base, dir_fd=parent)
-            apply_link_meta(info, parent, base, (info.uid, info.gid))
-        elif info.islnk():
+        if info.islnk():
             self._hardlink(info, parent, base)
-        elif info.ischr() or info.isblk() or info.isfifo():
-            make_node(info, parent, base, (info.uid, info.gid))
-        else:
+        elif not create_entry(tar, info, parent, base, (info.uid, info.gid), self._account):
             raise InvalidParameter(f"unsupported tar member type {info.type!r} for {info.name!r}")
 
     def _dir(self, info: tarfile.TarInfo, parent: int, parts: list[str]) -> None:
