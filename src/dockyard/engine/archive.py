@@ -20,6 +20,7 @@ from typing import BinaryIO, cast
 
 from dockyard.engine.archive_bridge import BodyReader, ChunkSink, LoopBridge
 from dockyard.engine.container import Container
+from dockyard.engine.create_config import parse_bind
 from dockyard.engine.lifecycle import LifecycleDeps
 from dockyard.engine.ocispec import resolve_user
 from dockyard.errors import InvalidParameter, NotFound, SystemFailure, Unsupported
@@ -188,7 +189,7 @@ def _check_binds(c: Container, path: str) -> None:
 
 def _bind_destinations(c: Container) -> list[str]:
     hc = c.host_config
-    dests = [b.split(":")[1] for b in hc.get("Binds") or () if b.count(":") >= 1]
+    dests = [parse_bind(b)[1] for b in hc.get("Binds") or ()]  # validated when the container was created
     dests += [str(m.get("Target", "")) for m in hc.get("Mounts") or () if m.get("Type", "bind") == "bind"]
     return [clean_abs(d) for d in dests if d.startswith("/")]
 
