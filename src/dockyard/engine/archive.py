@@ -42,9 +42,13 @@ def _not_found(path: str, ref: str) -> NotFound:
 class ArchiveJob:
     """A located path, ready to be streamed as a tar: ``stat`` first (it goes in the header)."""
 
-    stat: PathStat
     _source: Source
     _bridge: LoopBridge
+
+    @property
+    def stat(self) -> PathStat:
+        """The located path's stat (``X-Docker-Container-Path-Stat``)."""
+        return self._source.stat
 
     async def stream(self, write: Write) -> None:
         """Send the tar through ``write`` (raises what ``write`` raises when the client goes away)."""
@@ -72,7 +76,7 @@ class ArchiveService:
             bridge = LoopBridge()
             source = await bridge.run(lambda: _locate(root_fd, path, ref))
             try:
-                yield ArchiveJob(source.stat, source, bridge)
+                yield ArchiveJob(source, bridge)
             finally:
                 source.close()
 
