@@ -32,6 +32,11 @@ def _member(data: bytes, name: str) -> bytes:
         return extracted.read()
 
 
+def _daemon_mounts(daemon: Daemon) -> str:
+    assert daemon.proc is not None
+    return Path(f"/proc/{daemon.proc.pid}/mountinfo").read_text()
+
+
 @pytest.fixture
 def running(daemon: Daemon, unique_name: str) -> Iterator[str]:
     script = "mkdir -p /data/sub && echo hello > /data/greeting && echo deep > /data/sub/file && sleep 300"
@@ -73,8 +78,7 @@ def test_cp_out_of_a_stopped_and_a_created_container(daemon: Daemon, stopped: st
     finally:
         daemon.cli("rm", created)
     # Nothing stays mounted for a container that does not run (the daemon's own mount namespace).
-    assert daemon.proc is not None
-    assert created not in Path(f"/proc/{daemon.proc.pid}/mountinfo").read_text()
+    assert created not in _daemon_mounts(daemon)
 
 
 def test_cp_into_a_running_container_then_read_it_back(daemon: Daemon, running: str, tmp_path: Path) -> None:
@@ -211,11 +215,6 @@ def test_cp_follows_container_symlinks_inside_the_container(daemon: Daemon, runn
         assert t.getmember("g-link").issym()
     stat = daemon.api.get_archive(running, "/linked/g-link")[1]
     assert stat["linkTarget"] == "/data/greeting"
-
-
-def _daemon_mounts(daemon: Daemon) -> str:
-    assert daemon.proc is not None
-    return Path(f"/proc/{daemon.proc.pid}/mountinfo").read_text()
 
 
 def test_large_files_stream_both_ways(daemon: Daemon, running: str, tmp_path: Path) -> None:
