@@ -22,6 +22,8 @@ from tests.tar_helpers import f, hard, make_tar, sym
 
 pytestmark = [pytest.mark.root]
 
+_HOST_PLACES = (Path("/tmp"), Path("/"), Path("/etc"))  # where an escaping member would land on the host
+
 
 @pytest.fixture
 def box(daemon: Daemon, unique_name: str) -> Iterator[str]:
@@ -35,7 +37,7 @@ def box(daemon: Daemon, unique_name: str) -> Iterator[str]:
 def marker() -> Iterator[str]:
     name = "dyarch-" + os.urandom(4).hex()
     yield name
-    for leftover in (Path("/tmp") / name, Path("/") / name, Path("/etc") / name):
+    for leftover in (place / name for place in _HOST_PLACES):
         if leftover.exists() or leftover.is_symlink():
             leftover.unlink()
 
@@ -50,7 +52,7 @@ def _in_container(daemon: Daemon, cid: str, path: str) -> bool:
 
 
 def _host_clean(marker: str) -> None:
-    for place in (Path("/tmp"), Path("/"), Path("/etc")):
+    for place in _HOST_PLACES:
         assert not (place / marker).exists(), f"{place / marker} was created on the host"
 
 
