@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, TypedDict
 from dockyard.engine.filters import Filters
 from dockyard.engine.image_list import parse_time, summary_created
 from dockyard.engine.image_owners import check_may_change
-from dockyard.errors import Conflict, Forbidden
+from dockyard.errors import Conflict
 from dockyard.store.images import ImageRecord, ImageStore
 from dockyard.store.layers import LayerStore
 from dockyard.store.reference import parse_normalized
@@ -60,10 +60,9 @@ class ImageRemoval:
         records: list[DeleteItem] = []
         quiet = False
         by_name = not _is_id_prefix(record.id, ref)
+        named = str(parse_normalized(ref).with_default_tag()) if by_name else ""
         if owner is not None:
-            named = str(parse_normalized(ref).with_default_tag()) if by_name else ""
-            held = self._images.reference_owners(record.id).get(named) if by_name else record.owner
-            check_may_change(held, owner, "remove", ref)
+            check_may_change(self._ref_owner(named) if by_name else record.owner, owner, "remove", ref)
         if by_name:
             users = self._service.users.containers_using(record.id)
             if users and not force and _single_reference(self._images.references(record.id)):
@@ -71,7 +70,6 @@ class ImageRemoval:
                     f'conflict: unable to remove repository reference "{ref}" (must force) - container '
                     f"{users[0][0][:12]} is using its referenced image {_short(record.id)}"
                 )
-            named = str(parse_normalized(ref).with_default_tag())
             self._untag(record.id, named, records)
             if self._images.references(record.id):
                 return records
@@ -83,8 +81,12 @@ class ImageRemoval:
         await self._delete(record, records, force, quiet)
         return records
 
+    def _ref_owner(self, named: str) -> str | None:
+        hit = self._images.lookup_owned(named)
+        return hit[1] if hit is not None else None
+
     def _untag(self, image_id: str, named: str, records: list[DeleteItem]) -> None:
-        ref_owner = self._images.reference_owners(image_id).get(named)
+        ref_owner = self._ref_owner(named)
         self._images.remove_reference(named)
         records.append({"Untagged": _familiar(named)})
         self._service.emit_event(image_id, "untag", owner=ref_owner)
@@ -163,7 +165,7 @@ class ImageRemoval:
                     await self._delete(record, items, force=False, quiet=False)
                 for named, _ in refs:
                     items += await self.remove(named, False, None)
-            except (Conflict, Forbidden):
+            except Conflict:
                 continue
             deleted += items
             reclaimed += record.size
