@@ -21,7 +21,7 @@ from dockyard.store.reference import parse_normalized
 if TYPE_CHECKING:
     from dockyard.engine.images import ImageService
 
-__all__ = ["DeleteItem", "ImageRemoval", "PruneReport"]
+__all__ = ["DeleteItem", "ImageRemoval", "PruneReport", "is_hex"]
 
 
 class DeleteItem(TypedDict, total=False):
@@ -177,13 +177,14 @@ class ImageRemoval:
         return record.owner == owner and all(held == owner for held in refs)
 
 
-def _is_hex(text: str) -> bool:
+def is_hex(text: str) -> bool:
+    """Whether ``text`` is non-empty lowercase hex (an image id or a prefix of one, without ``sha256:``)."""
     return bool(text) and all(c in "0123456789abcdef" for c in text)
 
 
 def _is_id_prefix(image_id: str, ref: str) -> bool:
     hex_id = image_id.removeprefix("sha256:")
-    return _is_hex(ref.removeprefix("sha256:")) and hex_id.startswith(ref.removeprefix("sha256:"))
+    return is_hex(ref.removeprefix("sha256:")) and hex_id.startswith(ref.removeprefix("sha256:"))
 
 
 def _single_reference(refs: list[tuple[str, bool]]) -> bool:

@@ -18,7 +18,7 @@ from dockyard.engine.events import EventBus
 from dockyard.engine.filters import Filters
 from dockyard.engine.image_list import ImageSummary, list_summaries
 from dockyard.engine.image_owners import check_may_change, event_labels, may_see, may_see_ref
-from dockyard.engine.image_remove import DeleteItem, ImageRemoval, PruneReport
+from dockyard.engine.image_remove import DeleteItem, ImageRemoval, PruneReport, is_hex
 from dockyard.errors import InvalidParameter, NotFound, Unsupported
 from dockyard.store.images import ImageRecord, ImageStore, encode_config, now_rfc3339
 from dockyard.store.layers import Layer, LayerStore
@@ -152,7 +152,7 @@ class ImageService:
             record = self._by_id(hit[0]) or self._missing(named.familiar())
             if may_see(record, viewer):
                 return record
-        if _is_hex(ref.removeprefix("sha256:")):
+        if is_hex(ref.removeprefix("sha256:")):
             matches = [m for m in self._images.search(ref) if may_see(m, viewer)]
             if len(matches) == 1:
                 return matches[0]
@@ -360,10 +360,6 @@ class ImageService:
         A confined caller (``owner``) prunes only images it created and whose tags are all its own.
         """
         return await self._removal.prune(filters or Filters(), owner)
-
-
-def _is_hex(text: str) -> bool:
-    return bool(text) and all(c in "0123456789abcdef" for c in text)
 
 
 def _platform(text: str | None) -> tuple[str, str | None]:
