@@ -92,17 +92,20 @@ class SecurityStage:
 
     @staticmethod
     async def _durable_start(audit: AuditLog, req: Request, route: Route | None) -> None:
-        op = route.operation if route is not None else None
         if audit.failure is not None:
-            raise Unavailable(f"audit log unavailable ({audit.failure}): refusing {op or req.method} "
-                              "so that it does not run unaudited")  # fmt: skip
+            raise _unaudited(audit.failure, req, route)
         fields = req.decision.audit_fields if req.decision is not None else None
         try:
             shape = _shape("start", req, route, fields)
             await audit.add_durable((shape, req.request_id, None, None, None, time.monotonic()))
         except OSError as exc:
-            raise Unavailable(f"audit log unavailable ({exc.strerror or exc}): refusing {op or req.method} "
-                              "so that it does not run unaudited") from None  # fmt: skip
+            raise _unaudited(str(exc.strerror or exc), req, route) from None
+
+
+def _unaudited(why: str, req: Request, route: Route | None) -> Unavailable:
+    """The refusal of a mutating call whose ``start`` record cannot be written."""
+    what = route.operation if route is not None else req.method
+    return Unavailable(f"audit log unavailable ({why}): refusing {what} so that it does not run unaudited")
 
 
 def _shape(phase: str, req: Request, route: Route | None, fields: tuple[str, str, str] | None) -> Shape:
