@@ -315,7 +315,7 @@ class HttpConnection(asyncio.Protocol):
         self.streaming = False
         if self._closing:
             return
-        unread = self._streamed and self._unread_body()
+        unread = self._unread_body()
         self._active = None
         if unread:
             if not self._keep_alive or not self._may_drop_rest():
