@@ -20,7 +20,7 @@ __all__ = ["check_may_change", "event_labels", "may_see", "may_see_ref"]
 
 def may_see(record: ImageRecord, viewer: str | None) -> bool:
     """Whether ``viewer`` sees the image: unconfined, its own, or unowned."""
-    return viewer is None or record.owner is None or record.owner == viewer
+    return may_see_ref(record.owner, viewer)
 
 
 def may_see_ref(ref_owner: str | None, viewer: str | None) -> bool:
