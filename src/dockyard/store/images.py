@@ -121,8 +121,8 @@ class ImageStore:
 
     def lookup(self, ref: str) -> str | None:
         """The image id a full reference points at."""
-        row = self._db.query_one("SELECT image_id FROM image_refs WHERE ref = ?", (ref,))
-        return row[0] if row else None
+        hit = self.lookup_owned(ref)
+        return hit[0] if hit is not None else None
 
     def lookup_owned(self, ref: str) -> tuple[str, str | None] | None:
         """``(image id, owner)`` of a full reference, or None when no such reference exists."""
