@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 from dockyard.api.messages import Request, Response
@@ -46,6 +47,18 @@ def json_body(req: Request, *, allow_empty: bool = False) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InvalidParameter("invalid JSON: expected an object")
     return data
+
+
+async def body_chunks(req: Request, size: int) -> AsyncIterator[bytes]:
+    """A streamed request body (``stream_body`` routes), ``size`` bytes at a time."""
+    assert req.body_stream is not None
+    while chunk := await req.body_stream.read(size):
+        yield chunk
+
+
+def confined_owner(req: Request) -> str | None:
+    """The caller's owner when a policy confines it to its own objects (set by the authorization stage)."""
+    return req.decision.owner if req.decision is not None else None
 
 
 def json_response(obj: Any, status: int = 200) -> Response:

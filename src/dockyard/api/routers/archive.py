@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator
 
 from dockyard.api.app import Router
 from dockyard.api.messages import Request, Response
-from dockyard.api.params import query_bool
+from dockyard.api.params import body_chunks, query_bool
 from dockyard.engine.archive import ArchiveService, PathStat
 from dockyard.errors import InvalidParameter
 
@@ -41,7 +40,7 @@ def register(router: Router, archives: ArchiveService) -> None:
         await archives.extract(
             req.params["id"],
             _path(req),
-            _chunks(req),
+            body_chunks(req, _CHUNK),
             no_overwrite_dir_non_dir=query_bool(req, "noOverwriteDirNonDir"),
             copy_uid_gid=query_bool(req, "copyUIDGID"),
         )
@@ -64,9 +63,3 @@ def _path(req: Request) -> str:
 def _encode_stat(stat: PathStat) -> str:
     doc = json.dumps(stat.to_wire(), separators=(",", ":"), ensure_ascii=False)
     return base64.b64encode(doc.encode()).decode()
-
-
-async def _chunks(req: Request) -> AsyncIterator[bytes]:
-    assert req.body_stream is not None
-    while chunk := await req.body_stream.read(_CHUNK):
-        yield chunk

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 
 from dockyard.api.app import Router
 from dockyard.api.messages import Request, Response
-from dockyard.api.params import json_response, query_bool
+from dockyard.api.params import body_chunks, confined_owner, json_response, query_bool
 from dockyard.engine.filters import parse_filters
 from dockyard.engine.images import ImageService
 from dockyard.errors import InvalidParameter, Unsupported
@@ -20,7 +19,10 @@ def register(router: Router, images: ImageService) -> None:
 
     def image_list(req: Request) -> Response:
         rows = images.list_images(
-            parse_filters(req.arg("filters")), query_bool(req, "all"), query_bool(req, "digests"), _owner(req)
+            parse_filters(req.arg("filters")),
+            query_bool(req, "all"),
+            query_bool(req, "digests"),
+            confined_owner(req),
         )
         return json_response(rows)
 
@@ -38,13 +40,13 @@ def register(router: Router, images: ImageService) -> None:
             )
         assert req.body_stream is not None
         image_id = await images.import_image(
-            _chunks(req),
+            body_chunks(req, _CHUNK),
             repo=req.arg("repo") or None,
             tag=req.arg("tag") or None,
             changes=req.query.get("changes", []),
             message=req.arg("message"),
             platform=req.arg("platform") or None,
-            owner=_owner(req),
+            owner=confined_owner(req),
         )
         out = await req.start_stream(200, "application/json")
         await out.write(json.dumps({"status": image_id}).encode() + b"\r\n")
@@ -52,22 +54,22 @@ def register(router: Router, images: ImageService) -> None:
         return None
 
     def image_inspect(req: Request) -> Response:
-        return json_response(images.inspect(req.params["name"], _owner(req)))
+        return json_response(images.inspect(req.params["name"], confined_owner(req)))
 
     def image_tag(req: Request) -> Response:
         repo = req.arg("repo")
         if not repo:
             raise InvalidParameter("repository name must have at least one component")
-        images.tag(req.params["name"], repo, req.arg("tag") or None, _owner(req))
+        images.tag(req.params["name"], repo, req.arg("tag") or None, confined_owner(req))
         return Response(201, b"", None)
 
     async def image_delete(req: Request) -> Response:
         force, noprune = query_bool(req, "force"), query_bool(req, "noprune")
-        result = await images.remove(req.params["name"], force, noprune, _owner(req))
+        result = await images.remove(req.params["name"], force, noprune, confined_owner(req))
         return json_response(result)
 
     async def image_prune(req: Request) -> Response:
-        return json_response(await images.prune(parse_filters(req.arg("filters")), _owner(req)))
+        return json_response(await images.prune(parse_filters(req.arg("filters")), confined_owner(req)))
 
     r = router.add
     r("GET", "/images/json", "ImageList", image_list)
@@ -76,17 +78,3 @@ def register(router: Router, images: ImageService) -> None:
     r("GET", "/images/{name:path}/json", "ImageInspect", image_inspect)
     r("POST", "/images/{name:path}/tag", "ImageTag", image_tag)
     r("DELETE", "/images/{name:path}", "ImageDelete", image_delete)
-
-
-def _owner(req: Request) -> str | None:
-    """The caller's owner when a policy confines it to its own objects (set by the authorization stage)."""
-    return req.decision.owner if req.decision is not None else None
-
-
-async def _chunks(req: Request) -> AsyncIterator[bytes]:
-    assert req.body_stream is not None
-    while True:
-        chunk = await req.body_stream.read(_CHUNK)
-        if not chunk:
-            return
-        yield chunk

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dockyard.api.app import Router
 from dockyard.api.messages import Request, Response
-from dockyard.api.params import json_response
+from dockyard.api.params import confined_owner, json_response
 from dockyard.engine.system import SystemService
 
 _PING_HEADERS = [
@@ -27,7 +27,7 @@ def register(router: Router, system: SystemService) -> None:
 
     def system_info(req: Request) -> Response:
         # A caller confined to its own objects (owner isolation) counts only what it can list.
-        return json_response(system.info(req.decision.owner if req.decision is not None else None))
+        return json_response(system.info(confined_owner(req)))
 
     router.add("GET", "/_ping", "SystemPing", system_ping)
     router.add("HEAD", "/_ping", "SystemPingHead", system_ping)
