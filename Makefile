@@ -9,8 +9,10 @@ SOCKET ?= /var/run/dockyard.sock
 DATA_ROOT ?= /var/lib/dockyard
 EXEC_ROOT ?= /run/dockyard
 # Debian packages the daemon and its tests use: OCI runtimes, the conmon shim, busybox for the seed image,
-# a C toolchain for the hello-world seed, ps for `docker top`, mount/unshare/nsenter, iproute2.
-APT_PACKAGES := crun runc conmon busybox-static gcc libc6-dev procps util-linux iproute2 e2fsprogs openssl passwd curl
+# a C toolchain for the hello-world seed, ps for `docker top`, mount/unshare/nsenter, iproute2; Python and
+# OpenSSL headers for the audit writer's C extension (setup.py).
+APT_PACKAGES := crun runc conmon busybox-static gcc libc6-dev procps util-linux iproute2 e2fsprogs openssl passwd curl \
+	python3-dev libssl-dev
 PYTEST_ARGS ?=
 # make bench: side by side with a reference dockerd when ../shared/reference/start-dockerd exists
 BENCH_ARGS ?= --start-reference
@@ -30,7 +32,8 @@ sysdeps:
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml requirements.lock
+# setup.py and the C source too: `pip install -e .` builds the extension into src/ (a change rebuilds it)
+$(VENV)/.installed: pyproject.toml requirements.lock setup.py src/dockyard/security/_chainfast.c
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements.lock
 	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps -e .
