@@ -118,7 +118,7 @@ def build_app(engine: Engine, security: Security | None = None) -> App:
     archive_routes.register(router, ArchiveService(engine.containers.d))
     image_routes.register(router, engine.images)
     event_routes.register(router, engine.events)
-    return App(router, security.middleware if security is not None else None)
+    return App(router, security.stage if security is not None else None)
 
 
 def _owned_view(engine: Engine) -> OwnedView:

@@ -53,6 +53,7 @@ class Request:
         "method",
         "params",
         "path",
+        "plan",
         "query_string",
         "raw_path",
         "request_id",
@@ -76,6 +77,7 @@ class Request:
         self.request_id = ""
         self.route: Any = None
         self.decision: Decision | None = None  # the policy's, kept for the audit record
+        self.plan: Any = None  # the security stage's, for a plain read (api.middleware.stage)
         self._query: dict[str, list[str]] | None = None
 
     @property

@@ -51,7 +51,8 @@ class AuditLog:
         self.failure: str | None = None  # why mutating calls are refused now, or None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._proc: subprocess.Popen[bytes] | None = None
-        # The hot path (the security stage) appends records here and calls arm() when ``timer`` is None.
+        # The hot path (the security stage) appends records to this list (always this one) and calls arm()
+        # when it was empty: a hand-over is scheduled whenever records are queued.
         self.queue: list[Record] = []
         self._has_start = False  # a start record is queued (and a hand-over is scheduled at once)
         self.timer: asyncio.TimerHandle | None = None
@@ -129,7 +130,8 @@ class AuditLog:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        records, self.queue = self.queue, []
+        records = self.queue[:]  # copied out: the security stage holds on to this list
+        self.queue.clear()
         if not records:
             return
         self._batch += 1

@@ -76,16 +76,18 @@ class PolicyHolder:
         self._extra = dict(extra_operations or {})
         self.policy: Policy = load_policy(path, self._extra)
 
-    def reload(self) -> bool:
-        """Load the file again (blocking read of a small file); keep the old policy when it is invalid."""
+    def load(self) -> Policy | None:
+        """Read the file again (blocking: run it in a thread); None, logged, when it is invalid."""
         try:
-            new = load_policy(self.path, self._extra)
+            return load_policy(self.path, self._extra)
         except InvalidParameter as exc:
             log.error("policy reload failed, keeping the previous policy: %s", exc.message)
-            return False
+            return None
+
+    def install(self, new: Policy) -> None:
+        """Make ``new`` the policy in force (on the event loop, with the caches built on the old one)."""
         self.policy = new
         log.info("policy reloaded from %s (%d rules, mode %s)", self.path, len(new.rules), new.mode)
-        return True
 
 
 class AuthzMiddleware:

@@ -10,9 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from dockyard.api.app import Middleware
 from dockyard.config import DaemonConfig
 from dockyard.security.audit_pipe import AuditLog
 
@@ -30,7 +29,7 @@ class Security:
 
     audit: AuditLog | None
     holder: PolicyHolder | None = None
-    middleware: list[Middleware] = field(default_factory=list)
+    stage: SecurityStage | None = None
     _reloading: asyncio.Task[bool] | None = None
 
     @classmethod
@@ -59,7 +58,7 @@ class Security:
             await audit.open()
         sec = cls(audit, holder)
         if authz is not None or audit is not None:
-            sec.middleware.append(SecurityStage(authz, audit))
+            sec.stage = SecurityStage(authz, audit)
         return sec
 
     def reload(self) -> None:
@@ -67,7 +66,18 @@ class Security:
         if self.holder is None:
             log.info("SIGHUP: no --policy given, nothing to reload")
             return
-        self._reloading = asyncio.ensure_future(asyncio.to_thread(self.holder.reload))
+        self._reloading = asyncio.ensure_future(self._reload(self.holder))
+
+    async def _reload(self, holder: PolicyHolder) -> bool:
+        new = await asyncio.to_thread(holder.load)
+        if new is None:
+            return False
+        # Installed here, on the loop, together with dropping the plans made under the old policy: no
+        # request can see the new policy and an old plan.
+        holder.install(new)
+        if self.stage is not None:
+            self.stage.forget_plans()
+        return True
 
     async def close(self) -> None:
         """Write out the audit log and stop its writer."""

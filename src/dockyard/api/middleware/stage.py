@@ -6,11 +6,17 @@ write to a container) gets a ``start`` record that is on disk *before* the handl
 fails the call is refused with 503, so nothing changes unaudited. Every call, reads included, then gets a
 ``done`` record with its status, bytes, duration and the authorization decision.
 
-Why one stage and not an authorization and an audit middleware: the security work on a plain read has a
-budget of a tenth of serving it (about 3 µs of a 30 µs ``GET /_ping``), and two stages cost two calls before
-and two after every request, a third of that budget. So the record is built here, inline, as a tuple of
-values the request already holds, and queued; the audit writer process formats and chains it
-(:mod:`dockyard.security.audit_pipe` says why).
+Why one stage and not an authorization and an audit middleware, and why plans: the security work on a
+plain read has a budget of a tenth of serving it (about 2 µs of ``GET /_ping``), and in CPython a call
+is a large part of that (measured in instructions under callgrind: the stage's two calls alone were a
+third of it). So a caller's first plain read of a path (allowed, nothing counted, nothing confined) leaves
+a *plan* here: its route, method, decision and done-record shape. The pipeline (``api.app.App.handle``)
+answers the caller's next reads of that path from the plan without calling this stage, queueing the
+record itself. Anything else (a mutating call, a limited or confined caller, an audit-only would-be
+denial, an unrouted path) goes through :meth:`SecurityStage.before` and :meth:`SecurityStage.after`
+every time. Plans are dropped when the policy is reloaded. The record is a tuple of values the request
+already holds; the audit writer process formats and chains it (:mod:`dockyard.security.audit_pipe` says
+why).
 """
 
 from __future__ import annotations
@@ -18,12 +24,13 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable
 
-from dockyard.api.app import Route
+from dockyard.api.app import Plan, Route
 from dockyard.api.messages import Request
 from dockyard.errors import Unavailable
 from dockyard.security.audit_pipe import AuditLog
 from dockyard.security.audit_writer import Shape
 from dockyard.security.identity import Identity
+from dockyard.security.policy import Decision
 
 from .authz import AuthzMiddleware
 
@@ -37,58 +44,73 @@ class SecurityStage:
     def __init__(self, authz: AuthzMiddleware | None, audit: AuditLog | None) -> None:
         self.authz = authz
         self.audit = audit
-        # Per caller (one identity per connection) and path, the shape of its done records: what all its
-        # calls there share. One object per shape means marshal sends it once per frame and the writer
-        # makes its template once, and the per-request record shrinks to six values.
-        self._shapes: dict[Identity, dict[str, Shape]] = {}
+        # Per caller (one identity per connection) and path: the plan of its plain reads (api.app.Plan), which
+        # the pipeline answers without calling before() or after(). One shape object per caller and path
+        # also means marshal sends it once per frame and the writer formats its fixed part once.
+        self.plans: dict[Identity, dict[str, Plan]] = {}
+        self._queue = audit.queue if audit is not None else None  # the same list for the log's lifetime
+        self._streams = authz.streams if authz is not None else {}
+
+    def forget_plans(self) -> None:
+        """Drop every plan (the policy changed: its decisions are in them)."""
+        self.plans.clear()
+
+    def arm(self) -> None:
+        """Schedule the hand-over of the records just queued on an empty queue."""
+        assert self.audit is not None
+        self.audit.arm()
 
     def before(self, req: Request, route: Route | None) -> Awaitable[None] | None:
-        """Authorize (raising to refuse); for a mutating call, the wait until its ``start`` record is out."""
-        authz = self.authz
-        if authz is not None:
-            # AuthzMiddleware.before's common case, inlined: the policy in force has this caller's decision
-            # for this operation cached, and it is a plain allow. Anything else takes the full path.
-            per_caller = authz.holder.policy.decided.get(req.conn.identity) if route is not None else None
-            decision = per_caller.get(route.operation) if per_caller is not None else None  # type: ignore[union-attr]
-            if decision is not None and decision.plain:
-                req.decision = decision
-            else:
-                authz.before(req, route)
-        if self.audit is None or (
-            req.method in _READ_METHODS and (route is None or route.operation not in _WRITING_READS)
-        ):
-            return None  # a read: nothing to wait for (the websocket attach writes, so it is not one)
-        return self._durable_start(self.audit, req, route)
+        """Authorize (raising to refuse); for a mutating call, the wait until its ``start`` record is out.
+
+        A plain read also gets a plan, so that the caller's next reads of the path skip this stage.
+        """
+        if self.authz is not None:
+            self.authz.before(req, route)  # raises to refuse
+        decision = req.decision
+        read = req.method in _READ_METHODS and (route is None or route.operation not in _WRITING_READS)
+        if not read and self.audit is not None:
+            return self._durable_start(self.audit, req, route)
+        if route is not None and (decision is None or decision.plain):
+            req.plan = self._plan(req, route, decision)
+        return None
+
+    def _plan(self, req: Request, route: Route, decision: Decision | None) -> Plan:
+        who = req.conn.identity
+        per_caller = self.plans.get(who)
+        if per_caller is None:
+            if len(self.plans) >= 4096:  # identities of closed connections go in one sweep
+                self.plans.clear()
+            per_caller = self.plans[who] = {}
+        if len(per_caller) >= 256:
+            per_caller.clear()
+        fields = decision.audit_fields if decision is not None else None
+        plan = per_caller[req.path] = (
+            route,
+            req.method,
+            decision,
+            _shape("done", req, route, fields),
+            self._queue,
+        )
+        return plan
 
     def after(self, req: Request, route: Route | None, status: int, nbytes: int, started: float) -> None:
         """Release what authorization counted; queue the ``done`` record (a tuple: the writer formats it)."""
-        if self.authz is not None and self.authz.streams:
-            self.authz.after(req, route, status, nbytes, started)
-        audit = self.audit
-        if audit is None:
+        if self._streams:
+            self.authz.after(req, route, status, nbytes, started)  # type: ignore[union-attr]
+        queue = self._queue
+        if queue is None:
             return
-        decision = req.decision
-        fields = decision.audit_fields if decision is not None else None
-        per_caller = self._shapes.get(req.conn.identity)
-        shape = per_caller.get(req.path) if per_caller is not None else None
-        if shape is None or shape[6] is not fields or shape[2] != req.method:
-            shape = self._new_shape(req, route, fields)
-        audit.queue.append((shape, req.request_id, status, nbytes, started, time.monotonic()))
-        if audit.timer is None:
-            audit.arm()
-
-    def _new_shape(self, req: Request, route: Route | None, fields: tuple[str, str, str] | None) -> Shape:
-        shape = _shape("done", req, route, fields)
-        who = req.conn.identity
-        per_caller = self._shapes.get(who)
-        if per_caller is None:
-            if len(self._shapes) >= 4096:  # identities of closed connections go in one sweep
-                self._shapes.clear()
-            per_caller = self._shapes[who] = {}
-        if len(per_caller) >= 256:
-            per_caller.clear()
-        per_caller[req.path] = shape
-        return shape
+        plan = req.plan
+        if plan is not None:
+            shape = plan[3]
+        else:  # not a plain read, or refused before it got a plan
+            shape = _shape(
+                "done", req, route, req.decision.audit_fields if req.decision is not None else None
+            )
+        if not queue:
+            self.arm()
+        queue.append((shape, req.request_id, status, nbytes, started, time.monotonic()))
 
     @staticmethod
     async def _durable_start(audit: AuditLog, req: Request, route: Route | None) -> None:
