@@ -183,3 +183,24 @@ def test_an_error_in_a_planned_read_is_still_recorded(tmp_path: Path, who: int) 
     app.router.add("GET", "/boom", "SystemInfo", boom)
     statuses = [_call(app, conn, "GET", "/boom")[1][2] for _ in range(2)]
     assert statuses == [500, 500]
+
+
+def test_without_the_audit_log_a_write_is_still_decided_on_its_body_every_time(tmp_path: Path) -> None:
+    """Only reads get plans: a plan skips authorization, and a create is decided on its body."""
+    path = tmp_path / "policy.toml"
+    path.write_text(POLICY + '[[rules]]\nname = "builders"\nmatch.uids = [3]\nallow = ["ContainerCreate"]\n'
+                    "[rules.create]\nallow_privileged = false\n")  # fmt: skip
+    stage = SecurityStage(AuthzMiddleware(PolicyHolder(path), None), None)  # type: ignore[arg-type]
+    router = Router()
+    router.add("POST", "/containers/create", "ContainerCreate", lambda req: Response(201, b"{}"))
+    app = App(router, stage)
+    builder = _Conn(Identity("unix", uid=3, user="b"))
+    statuses = []
+    for body in (b'{"Image": "busybox"}', b'{"Image": "busybox", "HostConfig": {"Privileged": true}}'):
+        req = Request(builder, "POST", "/containers/create", {"content-type": "application/json"})  # type: ignore[arg-type]
+        req.body = body
+        app.route(req)
+        resp = app.handle(req)
+        assert isinstance(resp, Response)
+        statuses.append(resp.status)
+    assert statuses == [201, 403] and stage.plans == {}

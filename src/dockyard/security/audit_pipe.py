@@ -55,7 +55,7 @@ class AuditLog:
         # when it was empty: a hand-over is scheduled whenever records are queued.
         self.queue: list[Record] = []
         self._has_start = False  # a start record is queued (and a hand-over is scheduled at once)
-        self.timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self._batch = 0
         self._durable: list[tuple[int, asyncio.Future[None]]] = []
         self._backlog = bytearray()
@@ -103,14 +103,14 @@ class AuditLog:
     # -- event loop side ------------------------------------------------------------------------------
     def add(self, rec: Record) -> None:
         """Queue one record (never waits: it goes out with the others of the next :data:`BATCH_DELAY`)."""
-        self.queue.append(rec)
-        if self.timer is None:
+        if not self.queue:
             self.arm()
+        self.queue.append(rec)
 
     def arm(self) -> None:
         """Send what is queued :data:`BATCH_DELAY` from now."""
         assert self._loop is not None
-        self.timer = self._loop.call_later(BATCH_DELAY, self._hand_over)
+        self._timer = self._loop.call_later(BATCH_DELAY, self._hand_over)
 
     def add_durable(self, rec: Record) -> asyncio.Future[None]:
         """Queue a ``start`` record and send it now; the future is done when it is on disk (OSError when it
@@ -127,9 +127,9 @@ class AuditLog:
     def _hand_over(self) -> None:
         """Send the queued records as one frame."""
         has_start, self._has_start = self._has_start, False
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         records = self.queue[:]  # copied out: the security stage holds on to this list
         self.queue.clear()
         if not records:

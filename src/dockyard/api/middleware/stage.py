@@ -30,7 +30,6 @@ from dockyard.errors import Unavailable
 from dockyard.security.audit_pipe import AuditLog
 from dockyard.security.audit_writer import Shape
 from dockyard.security.identity import Identity
-from dockyard.security.policy import Decision
 
 from .authz import AuthzMiddleware
 
@@ -67,15 +66,14 @@ class SecurityStage:
         """
         if self.authz is not None:
             self.authz.before(req, route)  # raises to refuse
-        decision = req.decision
-        read = req.method in _READ_METHODS and (route is None or route.operation not in _WRITING_READS)
-        if not read and self.audit is not None:
-            return self._durable_start(self.audit, req, route)
-        if route is not None and (decision is None or decision.plain):
-            req.plan = self._plan(req, route, decision)
+        if req.method not in _READ_METHODS or (route is not None and route.operation in _WRITING_READS):
+            # Never planned: a plan skips authorization, and a write's may depend on its body.
+            return self._durable_start(self.audit, req, route) if self.audit is not None else None
+        if route is not None and (req.decision is None or req.decision.plain):
+            req.plan = self._plan(req, route)
         return None
 
-    def _plan(self, req: Request, route: Route, decision: Decision | None) -> Plan:
+    def _plan(self, req: Request, route: Route) -> Plan:
         who = req.conn.identity
         per_caller = self.plans.get(who)
         if per_caller is None:
@@ -84,12 +82,11 @@ class SecurityStage:
             per_caller = self.plans[who] = {}
         if len(per_caller) >= 256:
             per_caller.clear()
-        fields = decision.audit_fields if decision is not None else None
         plan = per_caller[req.path] = (
             route,
             req.method,
-            decision,
-            _shape("done", req, route, fields),
+            req.decision,
+            _shape("done", req, route),
             self._queue,
         )
         return plan
@@ -101,13 +98,8 @@ class SecurityStage:
         queue = self._queue
         if queue is None:
             return
-        plan = req.plan
-        if plan is not None:
-            shape = plan[3]
-        else:  # not a plain read, or refused before it got a plan
-            shape = _shape(
-                "done", req, route, req.decision.audit_fields if req.decision is not None else None
-            )
+        # No plan: not a plain read, or refused before it got one.
+        shape = req.plan[3] if req.plan is not None else _shape("done", req, route)
         if not queue:
             self.arm()
         queue.append((shape, req.request_id, status, nbytes, started, time.monotonic()))
@@ -116,10 +108,10 @@ class SecurityStage:
     async def _durable_start(audit: AuditLog, req: Request, route: Route | None) -> None:
         if audit.failure is not None:
             raise _unaudited(audit.failure, req, route)
-        fields = req.decision.audit_fields if req.decision is not None else None
         try:
-            shape = _shape("start", req, route, fields)
-            await audit.add_durable((shape, req.request_id, None, None, None, time.monotonic()))
+            await audit.add_durable(
+                (_shape("start", req, route), req.request_id, None, None, None, time.monotonic())
+            )
         except OSError as exc:
             raise _unaudited(str(exc.strerror or exc), req, route) from None
 
@@ -130,9 +122,10 @@ def _unaudited(why: str, req: Request, route: Route | None) -> Unavailable:
     return Unavailable(f"audit log unavailable ({why}): refusing {what} so that it does not run unaudited")
 
 
-def _shape(phase: str, req: Request, route: Route | None, fields: tuple[str, str, str] | None) -> Shape:
+def _shape(phase: str, req: Request, route: Route | None) -> Shape:
     """What a record shares with the caller's other calls to the same path (see audit_writer.Shape)."""
     params = req.params
     target = (params.get("id") or params.get("name")) if params else None
     op = route.operation if route is not None else None
+    fields = req.decision.audit_fields if req.decision is not None else None
     return (phase, req.conn.identity.audit_json, req.method, req.path, op, target, fields)
