@@ -61,4 +61,4 @@ lock: venv
 	  $(VENV)/bin/pip freeze --exclude-editable | grep -v '^dockyard'; } > requirements.lock
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache src/dockyard/security/_chainfast*.so
