@@ -1,29 +1,29 @@
 """What identity + policy + audit cost per request: private dockyardd side by side, one with ``--audit-log
 off`` and no policy, one with the example policy and the audit log, plus a second "off" daemon whose ratio
-to the first is the method's own noise. Each is loaded in turn with ``GET /_ping`` and ``GET
-/containers/json`` (16 keep-alive connections from bench/uload.c). Prints a markdown table.
+to the first is the method's own noise. Loads: ``GET /_ping`` and ``GET /containers/json`` (16 keep-alive
+connections from bench/uload.c). Prints two markdown tables.
 
 How it measures, and why (each point was measured on the two-core VM this was written on):
 
-* **Placement.** The daemon's serving thread is pinned to CPU 0 and the load generator to CPU 1 (with two
-  or more CPUs); the audit writer and the daemon's other threads are left to the scheduler. Unpinned, each
-  run fell into one of two modes about 2x apart in throughput, depending on where the scheduler put the
-  generator; pinning both to one CPU is stable but charges the generator's CPU to the daemon's core, which
-  dilutes any overhead.
-* **Best of N.** Short runs (``--seconds``, 0.5 s), the daemons alternated, each variant's figure being its
-  best run (the median is shown too). The VM's speed changes by up to 2x from one second to the next (host
-  contention); the best run is the least disturbed one, as with ``timeit``'s minimum. With this, the off
-  daemon against a second off daemon is within 2%, where medians of longer runs differed by up to 20%.
-* **CPU.** The serving process's CPU time per request (all its threads) and the audit writer's, apart: the
-  writer runs on the other core, so on a machine with a core to spare it does not take throughput, but on
-  two cores it shares CPU 1 with the generator.
+* **At the same time** (first table; bench/same_time.py). The off daemon and the other one are loaded at
+  once, each process tree in a cpu cgroup of its own with equal weight on CPU 0, the two load generators on
+  CPU 1; the figure is the median of the runs' throughput ratios. Both daemons see the same machine speed at
+  every instant, so the VM's swings (up to 2x from one second to the next) cancel: two identical off
+  daemons come out within 2-3% run by run. Two placements of the audit writer: on CPU 1 (a machine with a
+  core to spare for it, the throughput the daemon's clients see), and on CPU 0 in the daemon's own group
+  (all of the security work paid from the daemon's share: its whole CPU cost).
+* **In turn** (second table). The daemons alternated, each alone, for short runs (``--seconds``, 0.5 s);
+  each variant's figure is its best run (the median is shown too). The serving thread is pinned to CPU 0,
+  the load generator to CPU 1, the audit writer left to the scheduler. Closer to a real deployment, but
+  on a busy host two identical daemons differed by up to 15% even so: read it beside its noise row.
+* **CPU.** The serving process's CPU time per request (all its threads) and the audit writer's, apart.
 * **Interference probe.** The off daemon is also loaded beside an idle-priority process that keeps CPU 1
   busy a quarter of the time (about what the audit writer takes at these rates) with a loop that touches no
-  memory. Idle priority means it never delays the generator; what it costs the off daemon on CPU 0 is what
-  this machine charges for plain CPU work on the other CPU (here: about 2%, far less than the writer
-  costs, so the writer's cost is not its CPU time as such).
+  memory: what this machine charges the serving core for plain CPU work on the other one.
 
-Usage: ``bench/security_overhead.py [--rounds N] [--seconds S]``. Reports, never asserts (goal: within 10%).
+Usage: ``bench/security_overhead.py [--rounds N] [--seconds S] [--same-time-rounds N]
+[--same-time-seconds S]``. Needs root for the cgroups (the first table is skipped, saying why, without).
+Reports, never asserts (goal: within 10%).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import same_time
 from daemons import OwnDaemon, Target
 
 LOADGEN = Path(__file__).with_name("loadgen.py")
@@ -45,6 +46,7 @@ POLICY = Path(__file__).resolve().parents[1] / "examples" / "policies" / "team.t
 VARIANTS = {"off": ["--audit-log", "off"], "off, again": ["--audit-log", "off"],
             "policy+audit": ["--policy", str(POLICY)]}  # fmt: skip
 PROBE = "off, beside CPU work"
+PATHS = ("/_ping", "/containers/json?all=1")
 BURNER = """
 import os, sys, time
 os.sched_setaffinity(0, {int(sys.argv[1])})
@@ -110,11 +112,45 @@ def rows_for(path: str, runs: dict[str, list[dict[str, float]]]) -> list[str]:
     ]
 
 
+def same_time_rows(targets: list[Target], rounds: int, seconds: float, cpus: tuple[int, int]) -> list[str]:
+    """The same-time table's rows (bench/same_time.py): each pair loaded at once, equal shares of CPU 0."""
+    serving_cpu, load_cpu = cpus
+    by_name = {t.name: t for t in targets}
+    rows = []
+    with same_time.equal_groups([t.name for t in targets]) as groups:
+        for writer_cpu, where in ((load_cpu, f"audit writer on CPU {load_cpu}"),
+                                  (serving_cpu, f"audit writer on CPU {serving_cpu} too")):  # fmt: skip
+            for t in targets:
+                assert t.pid is not None
+                same_time.place(t.pid, groups[t.name], serving_cpu, writer_cpu)
+            pairs = [("policy+audit", where)]
+            if writer_cpu == load_cpu:
+                pairs.append(("off, again", "noise: a second off daemon"))
+            for path in PATHS:
+                for name, label in pairs:
+                    a, b = by_name["off"], by_name[name]
+                    rates: list[tuple[float, float]] = []
+                    for i in range(rounds):  # alternated start order: neither is always first
+                        socks = [a.sock, b.sock] if i % 2 == 0 else [b.sock, a.sock]
+                        r = same_time.load_together(socks, path, seconds, load_cpu)
+                        rates.append((r[0], r[1]) if i % 2 == 0 else (r[1], r[0]))
+                    ratios = sorted(y / x for x, y in rates)
+                    off = statistics.median(x for x, _ in rates)
+                    other = statistics.median(y for _, y in rates)
+                    rows.append(
+                        f"| `GET {path}`, {label} | {off:,.0f} | {other:,.0f} | "
+                        f"**{statistics.median(ratios):.2f}x** ({ratios[0]:.2f}-{ratios[-1]:.2f}) |"
+                    )
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the comparison and print the table."""
+    """Run the comparison and print the tables."""
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--rounds", type=int, default=24)
+    ap.add_argument("--rounds", type=int, default=16)
     ap.add_argument("--seconds", type=float, default=0.5)
+    ap.add_argument("--same-time-rounds", type=int, default=12)
+    ap.add_argument("--same-time-seconds", type=float, default=1.0)
     args = ap.parse_args(argv)
     pinned = len(os.sched_getaffinity(0)) >= 2
     serving_cpu, load_cpu = sorted(os.sched_getaffinity(0))[:2] if pinned else (None, None)
@@ -127,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                 # The main thread only (a thread id): the writer process and helper threads stay free.
                 os.sched_setaffinity(t.pid, {serving_cpu})
         rows = []
-        for path in ("/_ping", "/containers/json?all=1"):
+        for path in PATHS:
             runs: dict[str, list[dict[str, float]]] = {name: [] for name in [*VARIANTS, PROBE]}
             for i in range(args.rounds):
                 for t in targets if i % 2 == 0 else targets[::-1]:  # alternated: drift hits all alike
@@ -135,9 +171,24 @@ def main(argv: list[str] | None = None) -> int:
                 if load_cpu is not None:
                     runs[PROBE].append(load_beside_burner(targets[0], path, args.seconds, load_cpu))
             rows += rows_for(path, runs)
+        why_not = same_time.available()
+        together = (
+            same_time_rows(targets, args.same_time_rounds, args.same_time_seconds, (serving_cpu, load_cpu))
+            if why_not is None and serving_cpu is not None and load_cpu is not None
+            else []
+        )
+        n, secs = args.same_time_rounds, args.same_time_seconds
+        print(f"{len(os.sched_getaffinity(0))} CPUs\n")
+        print(f"Same time, equal shares of CPU {serving_cpu} (bench/same_time.py), load generators on CPU "
+              f"{load_cpu}; medians of {n} runs of {secs} s; ratio: the median run's (range)\n")  # fmt: skip
+        if together:
+            print("| pair: off and | off req/s | other req/s | ratio (range) |\n| --- | ---: | ---: | ---: |")
+            print("\n".join(together) + "\n")
+        else:
+            print(f"(not measured: {why_not or 'needs two CPUs'})\n")
         where = (f"serving thread on CPU {serving_cpu}, load generator on CPU {load_cpu}" if pinned
                  else "one CPU: nothing pinned")  # fmt: skip
-        print(f"{len(os.sched_getaffinity(0))} CPUs; {where}; {args.rounds} runs of {args.seconds} s each\n")
+        print(f"In turn: {where}; {args.rounds} runs of {args.seconds} s each\n")
         print("| measure | off | policy + audit (or as the row says) | ratio |\n| --- | ---: | ---: | ---: |")
         print("\n".join(rows))
     finally:
