@@ -17,20 +17,27 @@ from dockyard.api.middleware.ratelimit import RateLimiter
 from dockyard.errors import TooManyRequests
 from dockyard.security.audit import GENESIS, ChainFile, line_hash, log_files, read_records, verify
 from dockyard.security.audit_pipe import AuditLog
-from dockyard.security.audit_writer import CHUNK, Record
+from dockyard.security.audit_records import Shape
+from dockyard.security.audit_writer import CHUNK
 from dockyard.security.identity import Identity
 from dockyard.security.policy import Limits
 
 CALLER = Identity("unix", uid=0, gid=0, pid=1, user="root").audit_json
 
 
-def _record(i: int, durable: bool = False, path: str = "") -> Record:
-    now = time.monotonic()
-    shared = ("start" if durable else "done", CALLER, "POST" if durable else "GET", path or f"/x/{'x' * 50}",
-              "SystemPing", str(i), ("allow", "admins", ""))  # fmt: skip
-    if durable:
-        return (shared, f"{i:x}", None, None, None, now)
-    return (shared, f"{i:x}", 200, 2, now - 0.001, now)
+def _shape(i: int, durable: bool = False, path: str = "") -> Shape:
+    return ("start" if durable else "done", CALLER, "POST" if durable else "GET", path or f"/x/{'x' * 50}",
+            "SystemPing", str(i), ("allow", "admins", ""))  # fmt: skip
+
+
+def _add(log: AuditLog, i: int, path: str = "") -> None:
+    """Queue record ``i``, a read's ``done`` record."""
+    log.add(_shape(i, path=path), f"{i:x}", 200, 2, time.monotonic() - 0.001)
+
+
+def _add_durable(log: AuditLog, i: int, path: str = "") -> asyncio.Future[None]:
+    """Queue record ``i``, a mutating call's ``start`` record; done when it is on disk."""
+    return log.add_durable(_shape(i, durable=True, path=path), f"{i:x}")
 
 
 def _write(path: Path, n: int, max_bytes: int = 64 << 20, start: int = 0) -> None:
@@ -41,9 +48,9 @@ def _write(path: Path, n: int, max_bytes: int = 64 << 20, start: int = 0) -> Non
         await log.open()
         for i in range(start, start + n):
             if i % 7 == 0:
-                await log.add_durable(_record(i, durable=True))
+                await _add_durable(log, i)
             else:
-                log.add(_record(i))
+                _add(log, i)
         await log.close()
 
     asyncio.run(main())
@@ -80,8 +87,8 @@ def test_a_batch_of_several_chunks_keeps_its_order_and_its_start_record(tmp_path
         log = AuditLog(path)
         await log.open()
         for i in range(reads):
-            log.add(_record(i))
-        await log.add_durable(_record(reads, durable=True))  # one frame with the reads before it
+            _add(log, i)
+        await _add_durable(log, reads)  # one frame with the reads before it
         assert _numbers(path) == list(range(reads + 1))  # acknowledged: it and all before it are written
         await log.close()
 
@@ -200,8 +207,8 @@ def test_client_text_cannot_break_out_of_its_field(tmp_path: Path, path: str) ->
     async def main() -> None:
         audit = AuditLog(log)
         await audit.open()
-        await audit.add_durable(_record(1, durable=True, path=path))
-        audit.add(_record(2, path=path))
+        await _add_durable(audit, 1, path=path)
+        _add(audit, 2, path=path)
         await audit.close()
 
     asyncio.run(main())
@@ -217,7 +224,7 @@ def test_a_writer_that_dies_is_reported_and_restarted(tmp_path: Path) -> None:
     async def main() -> None:
         audit = AuditLog(log)
         await audit.open()
-        await audit.add_durable(_record(0, durable=True))
+        await _add_durable(audit, 0)
         proc = audit._proc
         assert proc is not None
         proc.kill()
@@ -227,18 +234,22 @@ def test_a_writer_that_dies_is_reported_and_restarted(tmp_path: Path) -> None:
             await asyncio.sleep(0.02)
         assert audit.failure == "audit writer is not running"
         with pytest.raises(OSError):
-            await audit.add_durable(_record(1, durable=True))
+            await _add_durable(audit, 1)
+        for i in range(3):  # reads while no writer runs: dropped, and counted in the next line written
+            _add(audit, 10 + i)
+        audit._hand_over()
         for _ in range(250):
             if audit.failure is None:
                 break
             await asyncio.sleep(0.02)
         assert audit.failure is None and audit._proc is not None and audit._proc.pid != proc.pid
-        await audit.add_durable(_record(2, durable=True))
+        await _add_durable(audit, 2)
         await audit.close()
 
     asyncio.run(main())
     assert verify(log).ok
-    assert 0 in _numbers(log) and 2 in _numbers(log)
+    records = list(read_records(log))
+    assert [int(r["target"]) for r in records] == [0, 2] and records[1]["dropped_before"] == 3
 
 
 def test_a_writer_that_cannot_open_the_log_stops_the_start(tmp_path: Path) -> None:

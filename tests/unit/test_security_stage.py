@@ -1,7 +1,7 @@
 """The security stage and the pipeline's plans: a caller's plain reads skip the stage, nothing else does.
 
 Driven through the real App pipeline with a real policy file; only the audit queue's hand-over is replaced
-(the records stay in a list to look at).
+(the records stay in the queue, a real RecordBuffer, to look at).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from dockyard.api.messages import Request, Response
 from dockyard.api.middleware.authz import AuthzMiddleware, PolicyHolder
 from dockyard.api.middleware.stack import Security
 from dockyard.api.middleware.stage import SecurityStage
+from dockyard.security.audit_records import Record, RecordBuffer, Shape, unpack
 from dockyard.security.identity import Identity
 
 OK = Response(200, b"OK", "text/plain")
@@ -50,15 +51,22 @@ class _Audit:
     """The part of AuditLog the stage and the pipeline use: the queue and its hand-over timer."""
 
     def __init__(self) -> None:
-        self.queue: list[Any] = []
+        self.queue = RecordBuffer()
         self.armed = 0
         self.failure: str | None = None
 
     def arm(self) -> None:
         self.armed += 1
 
-    async def add_durable(self, rec: Any) -> None:
-        self.queue.append(rec)
+    async def add_durable(self, shape: Shape, rid: str) -> None:
+        self.queue.add(shape, rid, None, None, None)
+
+    def records(self) -> list[Record]:
+        """The queued records (taken out and put back as they were: the buffer has no peek)."""
+        records = unpack(*self.queue.take())
+        for rec in records:
+            self.queue.add(*rec)
+        return records
 
 
 class _Calls:
@@ -97,7 +105,7 @@ def _call(app: App, conn: _Conn, method: str, path: str) -> tuple[int, Any]:
     if not isinstance(resp, Response):  # a mutating call waits for its start record
         resp = asyncio.run(resp)  # type: ignore[arg-type]
     assert isinstance(resp, Response)
-    return resp.status, app.stage.audit.queue[-1]  # type: ignore[union-attr]
+    return resp.status, app.stage.audit.records()[-1]  # type: ignore[union-attr]
 
 
 def test_a_callers_second_read_of_a_path_skips_the_stage_and_shares_the_shape(tmp_path: Path) -> None:
@@ -132,7 +140,8 @@ def test_mutating_calls_and_limited_callers_always_go_through_the_stage(tmp_path
     admin, limited = _Conn(Identity("unix", uid=0, user="a")), _Conn(Identity("unix", uid=2, user="l"))
     for _ in range(3):
         _call(app, admin, "POST", "/containers/x/stop")
-    assert calls.before == 3 and [r[0][0] for r in audit.queue] == ["start", "done"] * 3
+    assert calls.before == 3 and [r[0][0] for r in audit.records()] == ["start", "done"] * 3
+    assert audit.queue.starts == 3
     statuses = [_call(app, limited, "GET", "/_ping")[0] for _ in range(4)]
     assert calls.before == 7 and statuses[:2] == [200, 200] and 429 in statuses[2:]  # counted every time
 

@@ -16,6 +16,7 @@ from dockyard import __version__
 from dockyard.api import version
 from dockyard.api.errors import error_response
 from dockyard.api.messages import ClientGone, Request, Response
+from dockyard.security.audit_records import RecordBuffer
 
 log = logging.getLogger("dockyard.api")
 
@@ -75,7 +76,7 @@ class Router:
 # A caller's plain read of one path (allowed, nothing counted, nothing confined), as the security stage
 # planned it: (route, method, decision, done-record shape, audit queue or None). The pipeline answers a
 # request that has a plan without calling the stage: see App.handle.
-Plan = tuple[Route, str, Any, Any, "list[Any] | None"]
+Plan = tuple[Route, str, Any, Any, "RecordBuffer | None"]
 
 
 class Middleware(Protocol):
@@ -172,9 +173,7 @@ class App:
             if queue is not None:
                 if not queue:
                     self.stage.arm()  # type: ignore[union-attr]
-                queue.append(
-                    (plan[3], req.request_id, resp.status, len(resp.body), started, time.monotonic())
-                )
+                queue.add(plan[3], req.request_id, resp.status, len(resp.body), started)  # ended: now
         elif self._after is not None:
             self._after(req, route, resp.status, len(resp.body), started)
         return resp

@@ -2,9 +2,11 @@
 
 Why a process: formatting a record as JSON and hashing it into the chain cost about as much Python time as
 serving ``GET /_ping`` itself, and the event loop is the daemon's one serving thread (a writer *thread* was
-measured too: its GIL hand-offs cost more than the work). So the loop only appends a tuple per request and
-sends the tuples in one ``write(2)`` every :data:`BATCH_DELAY` (a mutating call's ``start`` record at once)
-to :mod:`dockyard.security.audit_writer`, which formats, chains and writes them on another core.
+measured too: its GIL hand-offs cost more than the work). So the loop only packs a record's values into a
+byte buffer per request (:class:`~dockyard.security.audit_records.RecordBuffer`: no objects made, the shape
+referenced) and sends the buffer in one ``write(2)`` every :data:`BATCH_DELAY` (a mutating call's ``start``
+record at once) to :mod:`dockyard.security.audit_writer`, which formats, chains and writes them on another
+core.
 
 Guarantees kept from the in-loop design: a mutating call waits until its ``start`` record is on disk
 (:meth:`AuditLog.add_durable`; the writer syncs it before acknowledging) and is refused while the log
@@ -28,7 +30,8 @@ import sys
 import time
 from pathlib import Path
 
-from dockyard.security.audit_writer import Record, frame, take_frames
+from dockyard.security.audit_records import RecordBuffer, Shape
+from dockyard.security.audit_writer import frame, take_frames
 
 log = logging.getLogger("dockyard.audit")
 
@@ -51,9 +54,9 @@ class AuditLog:
         self.failure: str | None = None  # why mutating calls are refused now, or None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._proc: subprocess.Popen[bytes] | None = None
-        # The hot path (the security stage) appends records to this list (always this one) and calls arm()
-        # when it was empty: a hand-over is scheduled whenever records are queued.
-        self.queue: list[Record] = []
+        # The hot path (the security stage and the pipeline's plans) adds records to this buffer (always
+        # this one) and calls arm() when it was empty: a hand-over is scheduled whenever records are queued.
+        self.queue = RecordBuffer()
         self._has_start = False  # a start record is queued (and a hand-over is scheduled at once)
         self._timer: asyncio.TimerHandle | None = None
         self._batch = 0
@@ -101,24 +104,26 @@ class AuditLog:
         _close_pipes(proc)
 
     # -- event loop side ------------------------------------------------------------------------------
-    def add(self, rec: Record) -> None:
-        """Queue one record (never waits: it goes out with the others of the next :data:`BATCH_DELAY`)."""
+    def add(self, shape: Shape, rid: str, status: int, nbytes: int, started: float, ended: float | None = None
+            ) -> None:  # fmt: skip
+        """Queue one ``done`` record (never waits: it goes out with the others of the next
+        :data:`BATCH_DELAY`); ``ended`` defaults to now. The hot path calls ``queue.add`` itself."""
         if not self.queue:
             self.arm()
-        self.queue.append(rec)
+        self.queue.add(shape, rid, status, nbytes, started, ended)
 
     def arm(self) -> None:
         """Send what is queued :data:`BATCH_DELAY` from now."""
         assert self._loop is not None
         self._timer = self._loop.call_later(BATCH_DELAY, self._hand_over)
 
-    def add_durable(self, rec: Record) -> asyncio.Future[None]:
-        """Queue a ``start`` record and send it now; the future is done when it is on disk (OSError when it
-        cannot be)."""
+    def add_durable(self, shape: Shape, rid: str) -> asyncio.Future[None]:
+        """Queue a ``start`` record (ended now) and send it now; the future is done when it is on disk
+        (OSError when it cannot be)."""
         assert self._loop is not None
+        self.queue.add(shape, rid, None, None, None)  # first: a record it refuses raises before any change
         fut = self._loop.create_future()
         self._durable.append((self._batch + 1, fut))  # the batch the next hand-over sends
-        self.queue.append(rec)
         if not self._has_start:
             self._has_start = True
             self._loop.call_soon(self._hand_over)
@@ -130,15 +135,16 @@ class AuditLog:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        records = self.queue[:]  # copied out: the security stage holds on to this list
-        self.queue.clear()
-        if not records:
+        queue = self.queue  # the same buffer stays: the security stage and the plans hold it
+        if not queue:
             return
         self._batch += 1
         if self._proc is None or len(self._backlog) > self.max_pending:
-            self._shed(records)
+            self._shed(len(queue) - queue.starts)
+            queue.take()
             return
-        data = frame((self._batch, time.time(), time.monotonic(), self._dropped, has_start, records))
+        shapes, packed = queue.take()
+        data = frame((self._batch, time.time(), time.monotonic(), self._dropped, has_start, shapes, packed))
         self._dropped = 0
         if self._backlog:
             self._backlog += data
@@ -174,11 +180,12 @@ class AuditLog:
             if self.failure is not None and self.failure.startswith("audit writer is not keeping up"):
                 self.failure = None
 
-    def _shed(self, records: list[Record]) -> None:
-        """No writer, or it is far behind: drop read records (counted) and fail the waiting ones."""
+    def _shed(self, reads: int) -> None:
+        """No writer, or it is far behind: drop the batch's ``reads`` (``done`` records: counted) and fail
+        the waiting ones (its ``start`` records)."""
         why = "audit writer is not running" if self._proc is None else "audit writer is not keeping up"
         self.failure = self.failure or why
-        self._dropped += sum(1 for r in records if r[0][0] != "start")
+        self._dropped += reads
         self._settle(self._batch, errno.EAGAIN, why)
 
     def _read_acks(self) -> None:

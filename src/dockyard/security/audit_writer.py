@@ -5,10 +5,12 @@ acknowledgements on its stdout. A frame is a 4-byte little-endian length and a :
 (``marshal`` because both ends are the same interpreter and it is the cheapest serializer there is: the
 point of this process is to keep per-request work off the serving loop):
 
-* daemon → writer: ``(batch, wall, mono, dropped, has_start, records)``; ``wall``/``mono`` are one reading
-  of both clocks, so a record's monotonic end time becomes wall-clock time here; ``dropped`` counts records
-  the daemon could not send; ``has_start`` says whether a ``start`` record (one the daemon waits for) is
-  among the records. A record is :data:`Record`.
+* daemon → writer: ``(batch, wall, mono, dropped, has_start, shapes, data)``; ``wall``/``mono`` are one
+  reading of both clocks, so a record's monotonic end time becomes wall-clock time here; ``dropped`` counts
+  records the daemon could not send; ``has_start`` says whether a ``start`` record (one the daemon waits
+  for) is among the records. ``shapes`` and ``data`` are the daemon's record buffer, taken
+  (:mod:`dockyard.security.audit_records`: the distinct shapes and the records packed in bytes);
+  :func:`~dockyard.security.audit_records.unpack` makes them :data:`Record` tuples again.
 * writer → daemon: ``(batch, errno, message)``: every batch up to ``batch`` is on disk (``errno`` 0), or
   writing failed. Sent once at start (batch 0: the log is open), after each read that carried a ``start``
   record (those the daemon waits for), and whenever writing fails or recovers.
@@ -42,6 +44,9 @@ from pathlib import Path
 from typing import Any
 
 from dockyard.security.audit import ChainFile
+from dockyard.security.audit_records import Record as Record
+from dockyard.security.audit_records import Shape as Shape
+from dockyard.security.audit_records import unpack
 
 log = logging.getLogger("dockyard.audit")
 
@@ -55,13 +60,9 @@ READ_SIZE = 1 << 20
 # on the serving core, whose cache the writer shares; 32 was no better.
 CHUNK = 128
 
-# A record is (shape, request_id, status, bytes, started, ended). The shape is what a connection's requests
-# to one path share: (phase, caller JSON, method, path, operation, target, (verdict, rule, reason) or None);
-# the daemon reuses one shape object for them, so marshal sends it once per frame and the writer makes its
-# line template once. Times are the daemon's time.monotonic(); status/bytes/started are None in the
-# ``start`` record of a mutating call.
-Shape = tuple[str, str, str, str, "str | None", "str | None", "tuple[str, str, str] | None"]
-Record = tuple[Shape, str, "int | None", "int | None", "float | None", float]
+# A record (audit_records.Record) is (shape, request_id, status, bytes, started, ended). The shape is what a
+# connection's requests to one path share (audit_records.Shape); the daemon reuses one shape object for
+# them, so a frame carries it once and the writer makes its line template once.
 
 
 def frame(payload: Any) -> bytes:
@@ -126,7 +127,7 @@ def _texts_py(
     The reference for :func:`dockyard.security._chainfast.texts`, which the writer uses when it is built
     (tests/unit/test_chainfast.py compares the two): ~2.6 µs per record here, ~0.2 µs in C.
     """
-    by_object: dict[int, str] = {}  # within one frame a shape is one object (marshal's references)
+    by_object: dict[int, str] = {}  # within one frame a shape is one object (see audit_records.unpack)
     second, second_text = -1, ""
     out: list[str] = []
     append = out.append
@@ -209,8 +210,9 @@ class Writer:
         """Chain the records of every complete frame; True when one of them is a ``start`` record."""
         self._buf += data
         durable = False
-        for batch, wall, mono, dropped, has_start, records in take_frames(self._buf):
+        for batch, wall, mono, dropped, has_start, shapes, packed in take_frames(self._buf):
             self.chain.dropped += dropped
+            records = unpack(shapes, packed)
             for i in range(0, len(records), CHUNK):
                 part = records[i : i + CHUNK]
                 starts = [rec[4] is None for rec in part] if has_start else None

@@ -14,21 +14,20 @@ a *plan* here: its route, method, decision and done-record shape. The pipeline (
 answers the caller's next reads of that path from the plan without calling this stage, queueing the
 record itself. Anything else (a mutating call, a limited or confined caller, an audit-only would-be
 denial, an unrouted path) goes through :meth:`SecurityStage.before` and :meth:`SecurityStage.after`
-every time. Plans are dropped when the policy is reloaded. The record is a tuple of values the request
-already holds; the audit writer process formats and chains it (:mod:`dockyard.security.audit_pipe` says
-why).
+every time. Plans are dropped when the policy is reloaded. The record is values the request already
+holds, packed into the audit queue's buffer (:mod:`dockyard.security.audit_records`); the audit writer
+process formats and chains it (:mod:`dockyard.security.audit_pipe` says why).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable
 
 from dockyard.api.app import Plan, Route
 from dockyard.api.messages import Request
 from dockyard.errors import Unavailable
 from dockyard.security.audit_pipe import AuditLog
-from dockyard.security.audit_writer import Shape
+from dockyard.security.audit_records import Shape
 from dockyard.security.identity import Identity
 
 from .authz import AuthzMiddleware
@@ -45,9 +44,9 @@ class SecurityStage:
         self.audit = audit
         # Per caller (one identity per connection) and path: the plan of its plain reads (api.app.Plan), which
         # the pipeline answers without calling before() or after(). One shape object per caller and path
-        # also means marshal sends it once per frame and the writer formats its fixed part once.
+        # also means a frame carries it once and the writer formats its fixed part once.
         self.plans: dict[Identity, dict[str, Plan]] = {}
-        self._queue = audit.queue if audit is not None else None  # the same list for the log's lifetime
+        self._queue = audit.queue if audit is not None else None  # the same buffer for the log's lifetime
         self._streams = authz.streams if authz is not None else {}
 
     def forget_plans(self) -> None:
@@ -92,7 +91,7 @@ class SecurityStage:
         return plan
 
     def after(self, req: Request, route: Route | None, status: int, nbytes: int, started: float) -> None:
-        """Release what authorization counted; queue the ``done`` record (a tuple: the writer formats it)."""
+        """Release what authorization counted; queue the ``done`` record (packed: the writer formats it)."""
         if self._streams:
             self.authz.after(req, route, status, nbytes, started)  # type: ignore[union-attr]
         queue = self._queue
@@ -102,16 +101,14 @@ class SecurityStage:
         shape = req.plan[3] if req.plan is not None else _shape("done", req, route)
         if not queue:
             self.arm()
-        queue.append((shape, req.request_id, status, nbytes, started, time.monotonic()))
+        queue.add(shape, req.request_id, status, nbytes, started)  # ended: now
 
     @staticmethod
     async def _durable_start(audit: AuditLog, req: Request, route: Route | None) -> None:
         if audit.failure is not None:
             raise _unaudited(audit.failure, req, route)
         try:
-            await audit.add_durable(
-                (_shape("start", req, route), req.request_id, None, None, None, time.monotonic())
-            )
+            await audit.add_durable(_shape("start", req, route), req.request_id)
         except OSError as exc:
             raise _unaudited(str(exc.strerror or exc), req, route) from None
 
@@ -123,7 +120,7 @@ def _unaudited(why: str, req: Request, route: Route | None) -> Unavailable:
 
 
 def _shape(phase: str, req: Request, route: Route | None) -> Shape:
-    """What a record shares with the caller's other calls to the same path (see audit_writer.Shape)."""
+    """What a record shares with the caller's other calls to the same path (see audit_records.Shape)."""
     params = req.params
     target = (params.get("id") or params.get("name")) if params else None
     op = route.operation if route is not None else None
