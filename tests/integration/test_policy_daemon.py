@@ -93,14 +93,14 @@ def users() -> Iterator[None]:
 class PolicyDaemon(Daemon):
     """A daemon with a policy file and an audit log, reachable by the test users."""
 
-    def __init__(self, base: Path, seed_root: Path, mode: str = "enforce") -> None:
+    def __init__(self, base: Path, seed_root: Path, mode: str = "enforce", audit: bool = True) -> None:
         self.policy = base / "policy.toml"
         self.audit = base / "audit" / "audit.log"
         self.bind_root = base / "ci-data"
         self.bind_root.mkdir()
         self.write_policy(mode)
         super().__init__(base, seed_root, ["-G", SOCKET_GROUP, "--policy", str(self.policy),
-                                           "--audit-log", str(self.audit)])  # fmt: skip
+                                           "--audit-log", str(self.audit) if audit else "off"])  # fmt: skip
         os.chmod(base, 0o755)
 
     def write_policy(self, mode: str = "enforce", extra: str = "") -> None:
@@ -350,6 +350,61 @@ def test_audit_only_mode_allows_and_logs_would_be_denials(users: None, seed_root
         assert rec["decision"] == "audit-deny" and rec["rule"] == "monitoring" and rec["status"] == 201
         assert "would deny" in d.log_path.read_text()
         d.cli("rm", cid)
+    finally:
+        d.cleanup()
+        shutil.rmtree(d.base, ignore_errors=True)
+
+
+UNCONFINED_POLICY = """
+[[rules]]
+name = "admins"
+match.uids = [0]
+allow = ["*"]
+
+[[rules]]
+name = "builders"
+match.users = ["dyci"]
+allow = ["read-only", "ContainerCreate", "ContainerDelete"]
+[rules.create]
+images = ["busybox"]
+"""
+
+
+def test_constraints_hold_on_every_create_without_audit_log(users: None, seed_root: Path) -> None:
+    """With ``--audit-log off`` and a rule that constrains creates but neither confines nor limits the
+    caller, the caller's plain reads are answered from per-connection plans. An allowed create must not
+    leave one behind: on the same keep-alive connection, a privileged create or a bind of /etc that
+    follows allowed creates is still checked and refused."""
+    d = PolicyDaemon(_base(), seed_root, audit=False)
+    d.policy.write_text(UNCONFINED_POLICY)
+    d.start()
+    script = (
+        "import http.client,json,socket,sys\n"
+        "class C(http.client.HTTPConnection):\n"
+        "    def connect(self):\n"
+        "        self.sock=socket.socket(socket.AF_UNIX); self.sock.connect(sys.argv[1])\n"
+        "c=C('d'); out=[]\n"
+        "def call(method, path, body=None):\n"
+        "    c.request(method, path, body=json.dumps(body) if body else None,\n"
+        "              headers={'Content-Type': 'application/json'})\n"
+        "    r=c.getresponse(); out.append([r.status, json.loads(r.read() or b'null')])\n"
+        "for _ in range(2): call('GET','/containers/json?all=1')\n"
+        "for _ in range(2): call('POST','/containers/create',{'Image':'busybox','Cmd':['true']})\n"
+        "call('POST','/containers/create',{'Image':'busybox','HostConfig':{'Privileged':True}})\n"
+        "call('POST','/containers/create',{'Image':'busybox','HostConfig':{'Binds':['/etc:/x']}})\n"
+        "call('GET','/containers/json?all=1')\n"
+        "print(json.dumps(out))\n"
+    )
+    try:
+        run = subprocess.run([RUNUSER, "-u", CI, "--", SYS_PYTHON, "-c", script, str(d.socket)],
+                             capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+        (_, listed), _, (s1, c1), (s2, c2), (s3, priv), (s4, etc), (_, after) = json.loads(run.stdout)
+        assert (s1, s2) == (201, 201) and listed == []
+        assert s3 == 403 and "rule 'builders'" in priv["message"]
+        assert "privileged containers are not allowed" in priv["message"]
+        assert s4 == 403 and "bind mount of /etc is not allowed" in etc["message"]
+        assert sorted(c["Id"] for c in after) == sorted([c1["Id"], c2["Id"]])
+        assert not d.audit.exists() and not (d.data_root / "audit.log").exists()
     finally:
         d.cleanup()
         shutil.rmtree(d.base, ignore_errors=True)
