@@ -74,17 +74,17 @@ class Router:
 
 
 # A caller's plain read of one path (allowed, nothing counted, nothing confined), as the security stage
-# planned it: (route, method, decision, done-record shape, audit queue or None). The pipeline answers a
-# request that has a plan without calling the stage: see App.handle.
-Plan = tuple[Route, str, Any, Any, "RecordBuffer | None"]
+# planned it: (method, done-record shape). The stage keeps a connection's plans on the connection
+# (``HttpConnection.plans``, by request target); the pipeline answers a request that has one without
+# calling the stage: see App.handle.
+Plan = tuple[str, Any]
 
 
 class Middleware(Protocol):
     """The stage around every request (authorization and audit: api.middleware.stage)."""
 
-    # Per caller (one identity object per connection), per path: the plans of plain reads. The stage fills
-    # and empties it; the pipeline only reads it.
-    plans: dict[Any, dict[str, Plan]]
+    # Where the pipeline queues a planned read's record (the audit log's, for its lifetime), or None.
+    queue: RecordBuffer | None
 
     def before(self, req: Request, route: Route | None) -> Awaitable[None] | None:
         """Raise a DockyardError to refuse the request; return an awaitable only when the stage must wait
@@ -113,7 +113,7 @@ class App:
         # work on a read), and not at all for a planned read (see handle).
         self._before = stage.before if stage is not None else None
         self._after = stage.after if stage is not None else None
-        self._plans = stage.plans if stage is not None else None
+        self._queue = stage.queue if stage is not None else None
         self._max_body = max_body
         self._ids = itertools.count(1)
         self._common = (
@@ -144,36 +144,33 @@ class App:
         req.request_id = f"{next(self._ids):x}"
         route: Route | None = req.route
         started = time.monotonic()
-        plan = None
-        plans = self._plans
-        if plans is not None:
-            # A read the stage planned: its decision and its audit record's shape are known, so the stage's
-            # two calls are left out. They cost, in instructions, more than a third of all the security
-            # work on GET /_ping; the goal for that work is a tenth of the request (README, benchmarks).
-            per_caller = plans.get(req.conn.identity)
-            plan = per_caller.get(req.path) if per_caller is not None else None
-            if plan is not None and (plan[0] is not route or plan[1] != req.method):
-                plan = None
+        # A read the stage planned for this connection: its decision and its audit record's shape are known,
+        # so the stage's two calls are left out. They cost, in instructions, more than a third of all the
+        # security work on GET /_ping; the goal for that work is a tenth of the request (README,
+        # benchmarks). The target and method give the route (the router does not change), so the plan
+        # need not be checked against it.
+        plans = req.conn.plans
+        plan = plans.get(req.path) if plans is not None else None
+        if plan is not None and plan[0] != req.method:
+            plan = None
         try:
-            if plan is not None:
-                req.plan = plan
-                req.decision = plan[2]
-            elif self._before is not None:
+            if plan is None and self._before is not None:
                 pending = self._before(req, route)
                 if pending is not None:
                     return self._guarded(req, route, started, self._rest(req, route, pending))
             result = self._call_handler(req, route)
             if not isinstance(result, Response):
-                return self._guarded(req, route, started, result)  # the stage's after() finds req.plan
+                req.plan = plan  # for the stage's after(), when the handler is done
+                return self._guarded(req, route, started, result)
             resp = result
         except Exception as exc:
             resp = error_response(exc, req.request_id)
         if plan is not None:
-            queue = plan[4]
+            queue = self._queue
             if queue is not None:
                 if not queue:
                     self.stage.arm()  # type: ignore[union-attr]
-                queue.add(plan[3], req.request_id, resp.status, len(resp.body), started)  # ended: now
+                queue.add(plan[1], req.request_id, resp.status, len(resp.body), started)  # ended: now
         elif self._after is not None:
             self._after(req, route, resp.status, len(resp.body), started)
         return resp

@@ -18,7 +18,7 @@ import email.utils
 import logging
 import time
 from collections.abc import Callable
-from typing import cast
+from typing import Any, cast
 
 import httptools
 
@@ -87,6 +87,9 @@ class HttpConnection(asyncio.Protocol):
         self.identify = identify
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.identity: Identity = None  # type: ignore[assignment]
+        # The security stage's plans for this connection's plain reads, by request target (api.app.Plan;
+        # api.middleware.stage makes and drops them, api.app.App.handle answers from them), or None.
+        self.plans: dict[str, tuple[str, Any]] | None = None
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.input_ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._parser = httptools.HttpRequestParser(self)

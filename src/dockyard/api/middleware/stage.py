@@ -10,8 +10,8 @@ Why one stage and not an authorization and an audit middleware, and why plans: t
 plain read has a budget of a tenth of serving it (about 2 µs of ``GET /_ping``), and in CPython a call
 is a large part of that (measured in instructions under callgrind: the stage's two calls alone were a
 third of it). So a caller's first plain read of a path (allowed, nothing counted, nothing confined) leaves
-a *plan* here: its route, method, decision and done-record shape. The pipeline (``api.app.App.handle``)
-answers the caller's next reads of that path from the plan without calling this stage, queueing the
+a *plan* on its connection: its method and done-record shape. The pipeline (``api.app.App.handle``)
+answers the connection's next reads of that target from the plan without calling this stage, queueing the
 record itself. Anything else (a mutating call, a limited or confined caller, an audit-only would-be
 denial, an unrouted path) goes through :meth:`SecurityStage.before` and :meth:`SecurityStage.after`
 every time. Plans are dropped when the policy is reloaded. The record is values the request already
@@ -21,16 +21,20 @@ process formats and chains it (:mod:`dockyard.security.audit_pipe` says why).
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Awaitable
+from typing import TYPE_CHECKING
 
 from dockyard.api.app import Plan, Route
 from dockyard.api.messages import Request
 from dockyard.errors import Unavailable
 from dockyard.security.audit_pipe import AuditLog
 from dockyard.security.audit_records import Shape
-from dockyard.security.identity import Identity
 
 from .authz import AuthzMiddleware
+
+if TYPE_CHECKING:
+    from dockyard.api.http import HttpConnection
 
 _READ_METHODS = ("GET", "HEAD")
 _WRITING_READS = frozenset({"ContainerAttachWebsocket"})
@@ -42,16 +46,19 @@ class SecurityStage:
     def __init__(self, authz: AuthzMiddleware | None, audit: AuditLog | None) -> None:
         self.authz = authz
         self.audit = audit
-        # Per caller (one identity per connection) and path: the plan of its plain reads (api.app.Plan), which
-        # the pipeline answers without calling before() or after(). One shape object per caller and path
-        # also means a frame carries it once and the writer formats its fixed part once.
-        self.plans: dict[Identity, dict[str, Plan]] = {}
-        self._queue = audit.queue if audit is not None else None  # the same buffer for the log's lifetime
+        # The connections that have plans (api.app.Plan: kept on the connection, by request target, which
+        # the pipeline answers without calling before() or after()), so that a reload can drop them all.
+        # One shape object per connection and target also means a frame carries it once and the writer
+        # formats its fixed part once.
+        self._planned: weakref.WeakSet[HttpConnection] = weakref.WeakSet()
+        self.queue = audit.queue if audit is not None else None  # the same buffer for the log's lifetime
         self._streams = authz.streams if authz is not None else {}
 
     def forget_plans(self) -> None:
         """Drop every plan (the policy changed: its decisions are in them)."""
-        self.plans.clear()
+        for conn in self._planned:
+            conn.plans = None
+        self._planned.clear()
 
     def arm(self) -> None:
         """Schedule the hand-over of the records just queued on an empty queue."""
@@ -73,32 +80,25 @@ class SecurityStage:
         return None
 
     def _plan(self, req: Request, route: Route) -> Plan:
-        who = req.conn.identity
-        per_caller = self.plans.get(who)
-        if per_caller is None:
-            if len(self.plans) >= 4096:  # identities of closed connections go in one sweep
-                self.plans.clear()
-            per_caller = self.plans[who] = {}
-        if len(per_caller) >= 256:
-            per_caller.clear()
-        plan = per_caller[req.path] = (
-            route,
-            req.method,
-            req.decision,
-            _shape("done", req, route),
-            self._queue,
-        )
+        conn = req.conn
+        plans = conn.plans
+        if plans is None:
+            plans = conn.plans = {}
+            self._planned.add(conn)
+        elif len(plans) >= 256:
+            plans.clear()
+        plan = plans[req.path] = (req.method, _shape("done", req, route))
         return plan
 
     def after(self, req: Request, route: Route | None, status: int, nbytes: int, started: float) -> None:
         """Release what authorization counted; queue the ``done`` record (packed: the writer formats it)."""
         if self._streams:
             self.authz.after(req, route, status, nbytes, started)  # type: ignore[union-attr]
-        queue = self._queue
+        queue = self.queue
         if queue is None:
             return
         # No plan: not a plain read, or refused before it got one.
-        shape = req.plan[3] if req.plan is not None else _shape("done", req, route)
+        shape = req.plan[1] if req.plan is not None else _shape("done", req, route)
         if not queue:
             self.arm()
         queue.add(shape, req.request_id, status, nbytes, started)  # ended: now
