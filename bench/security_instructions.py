@@ -5,17 +5,18 @@ next; instruction counts do not. This runs a private dockyardd under ``valgrind 
 process only: the audit writer, a child, is not traced), sends warm-up requests, then counts the
 instructions of ``--requests`` more ``GET`` requests over 16 keep-alive connections, for a daemon with
 ``--audit-log off`` and no policy and for one with the example policy and the audit log. Instructions are
-not time (a cache miss costs more than an add), but for the same code path they are a stable yardstick:
-repeated runs agree within about 1%.
+not time (a cache miss costs more than an add), but for the same code path they are a stable yardstick.
+What still moves them is the string hash seed (it decides dictionary collisions: up to 1% of a daemon's
+count), so each count is taken under several seeds and the median reported.
 
 Under valgrind the daemon serves ~50x slower, so a 50 ms audit batch would hold a handful of records and
-charge each request a share of the hand-over (marshal, pipe write, timer) that it never has at full speed,
+charge each request a share of the hand-over (taking the packed records, pipe write, timer) that it never has at full speed,
 where a batch holds ~2,000. The daemon is therefore started with the batch delay raised to 5 s (a
 benchmark-only patch of ``audit_pipe.BATCH_DELAY`` in the launcher below), which keeps batches at full-speed
 sizes.
 
-Usage: ``bench/security_instructions.py [--requests N]`` (needs ``valgrind``: ``apt-get install valgrind``).
-Reports, never asserts.
+Usage: ``bench/security_instructions.py [--requests N] [--seeds N]`` (needs ``valgrind``: ``apt-get install
+valgrind``). Reports, never asserts.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -75,9 +77,10 @@ def _control(pid: int, *args: str) -> None:
     subprocess.run(["callgrind_control", *args, str(pid)], check=True, capture_output=True)
 
 
-def measure(flags: list[str], path: str, n: int) -> float:
-    """Instructions per request of ``path``, for a fresh daemon started with ``flags`` (one daemon per
-    count: a second dump after toggling instrumentation gave garbage totals)."""
+def measure(flags: list[str], path: str, n: int, hash_seed: int) -> float:
+    """Instructions per request of ``path``, for a fresh daemon started with ``flags`` and
+    ``PYTHONHASHSEED=hash_seed`` (one daemon per count: a second dump after toggling instrumentation gave
+    garbage totals)."""
     base = Path(tempfile.mkdtemp(prefix="dyi-", dir="/tmp"))
     sock = str(base / "d.sock")
     seed = [sys.executable, "-m", "dockyard.store.seed", "--data-root", str(base / "root")]
@@ -87,7 +90,8 @@ def measure(flags: list[str], path: str, n: int) -> float:
            sys.executable, "-c", LAUNCHER, "-H", f"unix://{sock}", "--data-root", str(base / "root"),
            "--exec-root", str(base / "exec"), "--log-level", "warn", *flags]  # fmt: skip
     with open(base / "daemon.log", "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
+                                env={**os.environ, "PYTHONHASHSEED": str(hash_seed)})  # fmt: skip
     try:
         deadline = time.monotonic() + 600
         while not os.path.exists(sock):
@@ -119,19 +123,27 @@ def main(argv: list[str] | None = None) -> int:
     """Measure both daemons (one after the other: counts do not drift) and print the table."""
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--requests", type=int, default=3000)
+    ap.add_argument("--seeds", type=int, default=3, help="string hash seeds to measure each daemon with")
     args = ap.parse_args(argv)
     if shutil.which("valgrind") is None:
         print("valgrind is not installed (apt-get install valgrind)", file=sys.stderr)
         return 2
+    # Each count under several string hash seeds: the seed decides dictionary collisions, which moved a
+    # daemon's count by up to 1% (as much as a change worth measuring) between otherwise identical runs.
+    seeds = range(args.seeds)
     counts = {
-        name: {path: measure(flags, path, args.requests) for path in PATHS}
+        (name, path): sorted(measure(flags, path, args.requests, seed) for seed in seeds)
         for name, flags in VARIANTS.items()
+        for path in PATHS
     }
-    print(f"serving process instructions per request (callgrind, {args.requests} requests, 16 connections)\n")
+    print(f"serving process instructions per request (callgrind, {args.requests} requests, 16 connections; "
+          f"median over {args.seeds} hash seeds, range in brackets)\n")  # fmt: skip
     print("| request | off | policy + audit | on/off |\n| --- | ---: | ---: | ---: |")
     for path in PATHS:
-        off, on = counts["off"][path], counts["policy+audit"][path]
-        print(f"| `GET {path}` | {off:,.0f} | {on:,.0f} | {on / off:.3f}x |")
+        off, on = counts[("off", path)], counts[("policy+audit", path)]
+        moff, mon = statistics.median(off), statistics.median(on)
+        print(f"| `GET {path}` | {moff:,.0f} ({off[0]:,.0f}-{off[-1]:,.0f}) | "
+              f"{mon:,.0f} ({on[0]:,.0f}-{on[-1]:,.0f}) | {mon / moff:.3f}x |")  # fmt: skip
     return 0
 
 
