@@ -13,7 +13,9 @@ and written by a writer process (:mod:`dockyard.security.audit_writer`) that the
 cost as much as serving a small request. Standard library only: a hash chain needs no dependency. The
 chaining loop (:func:`_chain_py`) runs in C when the optional extension :mod:`dockyard.security._chainfast`
 is built (setup.py): ~1.4 µs per record in Python, ~0.4 µs in C on the same OpenSSL SHA-256; the Python
-function is the reference the extension's tests compare it with, and serves when it is not built.
+function is the reference the extension's tests compare it with, and serves when it is not built. The
+writer chains most records without it: ``_chainfast.render`` makes a chunk of packed records into chained
+lines in one bytes object, which :meth:`ChainFile.extend_rendered` appends.
 """
 
 from __future__ import annotations
@@ -87,7 +89,6 @@ class ChainFile:
         self.failure: OSError | None = None  # the last write error, while the log cannot be written
         self.dropped = 0
         self._head = GENESIS
-        self._lines: list[bytes] = []
         self._fd = -1
         self._lock = -1
         self._size = 0
@@ -134,7 +135,7 @@ class ChainFile:
         While writing fails and the unwritten backlog is large, records that are not durable are dropped
         before chaining (so the chain stays intact) and counted; the next chained line says how many.
         """
-        if self.failure is not None and len(self._pending) > self.max_pending:
+        if self.shedding:
             keep = durable or [False] * len(bodies)
             self.dropped += keep.count(False)
             bodies = [b for b, k in zip(bodies, keep, strict=True) if k]
@@ -144,7 +145,31 @@ class ChainFile:
             bodies = [f'{bodies[0]},"dropped_before":{self.dropped}', *bodies[1:]]
             self.dropped = 0
         lines, self._head = _chain(bodies, self._head)
-        self._lines += lines
+        self._pending += b"\n".join(lines) + b"\n"
+
+    @property
+    def head(self) -> str:
+        """The chain's head: the hash of the last line chained (what the next line's ``prev`` is)."""
+        return self._head
+
+    @property
+    def shedding(self) -> bool:
+        """Whether :meth:`extend` drops records that are not durable now: writing fails and the unwritten
+        backlog is over ``max_pending``. Lines rendered for :meth:`extend_rendered` drop nothing."""
+        return self.failure is not None and len(self._pending) > self.max_pending
+
+    def extend_rendered(self, lines: bytes, head: str) -> None:
+        """Append lines chained elsewhere (``_chainfast.render``), each followed by a newline.
+
+        They must have been chained from :attr:`head` and, when :attr:`dropped` is set, carry
+        ``"dropped_before"`` in the first one, as :meth:`extend` would; ``head`` is the hash of their last
+        line. Empty ``lines`` change nothing. Callers check :attr:`shedding` first and use :meth:`extend`
+        while it holds (rendering drops nothing).
+        """
+        if lines:
+            self._pending += lines  # one copy at most: to an empty backlog, bytes += is the object itself
+            self._head = head
+            self.dropped = 0
 
     def flush(self) -> OSError | None:
         """Write everything chained so far in one system call (plus a retry of earlier unwritten bytes).
@@ -152,9 +177,6 @@ class ChainFile:
         Returns:
             None when all is on disk, else the error (the bytes are kept for the next flush).
         """
-        if self._lines:
-            self._pending += b"\n".join(self._lines) + b"\n"
-            self._lines = []
         error: OSError | None = None
         written = bool(self._pending)
         try:
