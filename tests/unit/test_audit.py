@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,8 +18,8 @@ from dockyard.api.middleware.ratelimit import RateLimiter
 from dockyard.errors import TooManyRequests
 from dockyard.security.audit import GENESIS, ChainFile, line_hash, log_files, read_records, verify
 from dockyard.security.audit_pipe import AuditLog
-from dockyard.security.audit_records import Shape
-from dockyard.security.audit_writer import CHUNK
+from dockyard.security.audit_records import RecordBuffer, Shape
+from dockyard.security.audit_writer import CHUNK, Writer, frame, take_frames
 from dockyard.security.identity import Identity
 from dockyard.security.policy import Limits
 
@@ -300,3 +301,91 @@ def test_a_second_writer_waits_for_the_first(tmp_path: Path) -> None:
     waiter.join()
     assert [r["n"] for r in read_records(tmp_path / "audit.log")] == [0, 1, 2]
     assert verify(tmp_path / "audit.log").ok
+
+
+# ---- the writer renders packed records straight to lines: the same bytes as unpack + texts + extend ----
+
+HOSTILE_PATHS = ['/x"y', "/a\\b", "/p%20%s%d", "/\u00e9t\u00e9\U0001f600", '/"},"status":1,{"', "/\x01\x7f"]
+
+
+def _frames(count: int, per_frame: int, dropped: int = 0) -> list[bytes]:
+    """Frames as the daemon sends them: reads and ``start`` records (every 10th) of many shapes."""
+    shapes = [_shape(i, durable=i % 5 == 0, path=HOSTILE_PATHS[i % len(HOSTILE_PATHS)]) for i in range(30)]
+    out, n = [], 0
+    for batch in range(1, count + 1):
+        buf, now = RecordBuffer(), time.monotonic()
+        for _ in range(per_frame):
+            if n % 10 == 0:
+                buf.add(shapes[n % 30 // 5 * 5], f"{n:x}", None, None, None, now + n * 1e-5)
+            else:
+                buf.add(shapes[n % 30 // 5 * 5 + 1 + n % 4], f"{n:x}", 200, n, now, now + n * 1e-5)
+            n += 1
+        out.append(frame((batch, time.time(), now, dropped, buf.starts > 0, *buf.take())))
+    return out
+
+
+def _old_take(writer: Writer, data: bytes) -> None:
+    """Writer._take as it was before render: unpack, texts and ChainFile.extend per CHUNK records."""
+    for _, wall, mono, dropped, has_start, shapes, packed in take_frames(bytearray(data)):
+        writer.chain.dropped += dropped
+        writer._take_slow(shapes, packed, wall, mono, has_start)
+
+
+def _run(path: Path, take: Callable[[Writer, bytes], object], frames: list[bytes], failing: range = range(0),
+         max_bytes: int = 64 << 20, max_pending: int = 16 << 20) -> bytes:  # fmt: skip
+    """The frames through a writer's ``take``; writes fail during the frames numbered in ``failing``."""
+    chain = ChainFile(path, max_bytes, max_pending)
+    chain.open()
+    writer, good = Writer(chain, -1, -1), chain._fd
+    for i, data in enumerate(frames):
+        chain._fd = 10_000 if i in failing else good  # a closed descriptor: every write fails
+        take(writer, data)
+        chain.flush()
+    chain._fd = good
+    chain.close()
+    return b"".join(p.read_bytes() for p in log_files(path))
+
+
+def test_the_writer_renders_the_bytes_the_old_path_wrote(tmp_path: Path) -> None:
+    frames = _frames(4, 2 * CHUNK + 77, dropped=3)  # chunks of CHUNK records and a partial one
+    new = _run(tmp_path / "new.log", Writer._take, frames)
+    assert new == _run(tmp_path / "old.log", _old_take, frames)
+    records = list(read_records(tmp_path / "new.log"))
+    assert len(records) == 4 * (2 * CHUNK + 77) and [int(r["request_id"], 16) for r in records] == list(
+        range(len(records))
+    )
+    assert [r.get("dropped_before") for r in records if "dropped_before" in r] == [3, 3, 3, 3]
+    assert {r["path"] for r in records} == set(HOSTILE_PATHS)
+    assert sum(r["phase"] == "start" for r in records) == len(records) // 10 + 1
+    cli = [sys.executable, "-m", "dockyard.cli.main", "audit", "verify", str(tmp_path / "new.log")]
+    ok = subprocess.run(cli, capture_output=True, text=True)
+    assert ok.returncode == 0 and f"intact: {len(records)} records" in ok.stdout
+
+
+def test_rotation_between_rendered_chunks_keeps_whole_lines_and_the_chain(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    frames = _frames(3, 3 * CHUNK)
+    assert _run(path, Writer._take, frames, max_bytes=100_000) == _run(
+        tmp_path / "old.log", _old_take, frames, max_bytes=100_000
+    )
+    files = log_files(path)  # a chunk is ~47 kB: a file holds two or three
+    assert len(files) >= 3 and all(p.read_bytes().endswith(b"\n") for p in files)
+    assert verify(path).ok and verify(path).lines == 9 * CHUNK
+    assert [int(r["request_id"], 16) for r in read_records(path)] == list(range(9 * CHUNK))
+
+
+def test_a_failing_log_with_a_backlog_still_drops_reads_through_the_writer(tmp_path: Path) -> None:
+    """Frames 1-2 fail: the first chunk of frame 1 is rendered, then the backlog is over max_pending and
+    the rest go the way that drops reads and keeps start records; frame 3 is written, saying how many."""
+    frames = _frames(4, 2 * CHUNK + 5, dropped=2)
+    path = tmp_path / "audit.log"
+    new = _run(path, Writer._take, frames, failing=range(1, 3), max_pending=CHUNK * 100)
+    assert new == _run(tmp_path / "old.log", _old_take, frames, failing=range(1, 3), max_pending=CHUNK * 100)
+    records = list(read_records(path))
+    ids = [int(r["request_id"], 16) for r in records]
+    per = 2 * CHUNK + 5
+    lost = [i for i in range(4 * per) if i not in set(ids)]
+    assert ids == sorted(ids) and lost and all(i % 10 for i in lost)  # reads only, never a start record
+    assert ids[: per + CHUNK] == list(range(per + CHUNK))  # frame 0 and frame 1's first chunk: written
+    assert sum(r.get("dropped_before", 0) for r in records) == len(lost) + 4 * 2
+    assert verify(path).ok

@@ -1,9 +1,19 @@
 # Types of the C extension _chainfast.c (the reference implementations: audit._chain_py,
-# audit_writer._texts_py, audit_records.RecordBufferPy and audit_records._unpack_py).
+# audit_writer._texts_py, audit_writer._render_py, audit_records.RecordBufferPy and audit_records._unpack_py).
 from collections.abc import Callable, Sequence
 from typing import Any
 
 def chain(bodies: list[str], head: str, /) -> tuple[list[bytes], str]: ...
+def render(
+    templates: list[Any] | tuple[Any, ...],
+    data: bytes,
+    pos: int,
+    count: int,
+    head: str,
+    offset: float,
+    dropped: int,
+    /,
+) -> tuple[bytes, str, int]: ...
 def texts(
     records: Sequence[tuple[Any, ...]], fixed_of: Callable[[Any], tuple[str, bool]], offset: float, /
 ) -> list[str]: ...

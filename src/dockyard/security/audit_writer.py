@@ -18,12 +18,19 @@ point of this process is to keep per-request work off the serving loop):
 The process ignores SIGINT, SIGTERM and SIGHUP: it ends when its stdin does (the daemon closed it, or died),
 after writing everything it was given, so a signal to the whole service never loses the last records.
 
-The per-record loops, formatting (:func:`_texts_py`) and chaining (``audit._chain_py``), run in C
-(:mod:`dockyard.security._chainfast`, built by setup.py) when it is built. In Python they cost ~4 µs of CPU
-per record (format ~2.6, chain ~1.4; timed around Writer._take on 2,000-record frames), CPU
-that the serving daemon misses on a 2-core machine; in C ~0.6 µs (format ~0.2, chain ~0.4, most of it
-SHA-256). The Python functions are the reference: tests/unit/test_chainfast.py checks that the C output is
-identical to theirs.
+The per-record work runs in C (:mod:`dockyard.security._chainfast`, built by setup.py) when it is built:
+``_chainfast.render`` takes a chunk of the packed records straight to their chained lines, in one bytes
+object that is written as it is. No object is made per record; the shapes' templates (:class:`Formatter`)
+are made once per frame. Its output is byte for byte that of the reference path, spelled out in
+:func:`_render_py`: unpack, the texts (:func:`_texts_py`), ``dropped_before``, the chain
+(``audit._chain_py``) and the join. CPU per record (Writer._take and flush on 2,000-record frames, on
+the 2-core machine the daemon shares): ~4 µs with those steps in Python; ~1.3 µs with each step in C but
+a tuple, a str and a bytes made per record; ~0.65-0.9 µs with render (~0.45 of it render, most of that
+SHA-256, and ~0.25 the write). The whole writer process fed 600,000 records through a pipe (rusage,
+startup subtracted, with its reads, rotations and syncs) went from ~1.4-1.7 µs to ~0.95-1.2, of which
+~0.4 in the kernel (the writes). While the log fails and its backlog is large, records go the reference
+way through ``ChainFile.extend``, which knows which records may be dropped. tests/unit/test_chainfast.py
+checks that the C output is identical to the references'.
 """
 
 from __future__ import annotations
@@ -43,10 +50,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from dockyard.security.audit import ChainFile
+from dockyard.security.audit import ChainFile, _chain_py
 from dockyard.security.audit_records import Record as Record
 from dockyard.security.audit_records import Shape as Shape
-from dockyard.security.audit_records import unpack
+from dockyard.security.audit_records import _unpack_py, unpack
 
 log = logging.getLogger("dockyard.audit")
 
@@ -54,10 +61,13 @@ FRAME = struct.Struct("<I")
 RETRY_INTERVAL = 1.0  # seconds between attempts to write out lines kept after a failed write
 SYNC_INTERVAL = 1.0  # reads' records reach the disk (fdatasync) within this; start records before their ack
 READ_SIZE = 1 << 20
-# Records are formatted, chained and written this many at a time, not a whole frame (~2,000 records every
-# 50 ms at full load) at once: the objects of one chunk are freed and their memory reused while still in
-# cache. Measured (bench, A/B of the same daemon): ~14% less writer CPU and ~3% more GET /_ping throughput
-# on the serving core, whose cache the writer shares; 32 was no better.
+# Records are rendered and written this many at a time, not a whole frame (~2,000 records every 50 ms at
+# full load) at once: a chunk's ~45 kB of lines are built and written while still in cache. Measured when
+# the writer made objects per record (bench, A/B of the same daemon): ~14% less writer CPU and ~3% more
+# GET /_ping throughput on the serving core, whose cache the writer shares; 32 was no better. Measured
+# again with render (the writer process fed 600,000 records through a pipe, 8 runs each): whole frames
+# took about as much user CPU but ~40% more system CPU (likely the write copying ~700 kB that is no longer
+# in cache; it is not allocation: strace shows no more mmap); 512 was no better than 128.
 CHUNK = 128
 
 # A record (audit_records.Record) is (shape, request_id, status, bytes, started, ended). The shape is what a
@@ -148,15 +158,81 @@ def _texts_py(
     return out
 
 
+_RECORD_FIXED = 33  # a packed record's bytes besides its request id (audit_records documents the format)
+
+
+def _template_of(template: Any) -> tuple[str, bool]:
+    """A template of :func:`_render_py` as ``fixed_of`` gives it to :func:`_texts_py`, checked."""
+    if not (isinstance(template, tuple) and len(template) == 2 and isinstance(template[0], str)):
+        raise TypeError("templates must be (str, bool) tuples")
+    return template[0], bool(template[1])
+
+
+def _index(value: object, what: str) -> int:
+    if not isinstance(value, int):
+        raise TypeError(f"render() {what} must be int, not {type(value).__name__}")
+    if not 0 <= value <= sys.maxsize:
+        raise ValueError(f"render() {what} out of range")
+    return int(value)
+
+
+def _render_py(
+    templates: list[Any] | tuple[Any, ...], data: bytes, pos: int, count: int, head: str, offset: float,
+    dropped: int, /,
+) -> tuple[bytes, str, int]:  # fmt: skip
+    """Up to ``count`` records packed in ``data`` from byte ``pos`` as chained lines, each followed by a
+    newline; the new chain head and the position after them.
+
+    What the writer did per chunk before: :func:`~dockyard.security.audit_records.unpack`, the texts
+    (``templates[i]`` is the ``(fixed, done)`` of shape ``i``, what :meth:`Formatter._fixed_of` gives), the
+    first one with ``"dropped_before"`` when ``dropped`` (as :meth:`ChainFile.extend`), chained from
+    ``head`` and joined. The reference for :func:`dockyard.security._chainfast.render`, which makes the
+    lines straight from the packed bytes into one buffer (tests/unit/test_chainfast.py compares the two).
+
+    Raises:
+        TypeError: an argument of the wrong type; a template that is not a (str, bool) tuple, or whose
+            phase does not match its record's.
+        ValueError: malformed records (as ``unpack``); ``pos`` past the end; a negative (or beyond
+            ``sys.maxsize``) position, count or ``dropped``.
+        OverflowError, OSError: a record time that no date has (as :func:`_texts_py`).
+        UnicodeEncodeError: a lone surrogate in a template or the head (as ``chain``).
+    """
+    if not isinstance(templates, (list, tuple)):
+        raise TypeError(f"templates must be a list or tuple, not {type(templates).__name__}")
+    view = memoryview(data).cast("B")  # TypeError for what is not bytes-like
+    pos, count = _index(pos, "pos"), _index(count, "count")
+    if not isinstance(head, str):
+        raise TypeError(f"render() head must be str, not {type(head).__name__}")
+    if not isinstance(offset, (int, float)):
+        raise TypeError(f"offset must be a float, not {type(offset).__name__}")
+    offset, dropped = float(offset), _index(dropped, "dropped")
+    if pos > len(view):
+        raise ValueError("render() pos out of range")
+    stop, n = pos, 0
+    while n < count and stop < len(view):  # the records' ends (unpack below checks them)
+        if len(view) - stop < 5:
+            raise ValueError("truncated audit record")
+        stop, n = stop + _RECORD_FIXED + view[stop + 4], n + 1
+    if n == 0:
+        return b"", head, pos
+    bodies = _texts_py(_unpack_py(templates, bytes(view[pos:stop])), _template_of, offset)
+    if dropped:
+        bodies[0] += f',"dropped_before":{dropped}'
+    lines, head = _chain_py(bodies, head)
+    return b"".join(line + b"\n" for line in lines), head, stop
+
+
 try:
+    from dockyard.security._chainfast import render as _render
     from dockyard.security._chainfast import texts as _texts
-except ImportError:  # the optional extension was not built (see setup.py): the reference loop serves
+except ImportError:  # the optional extension was not built (see setup.py): the reference loops serve
     _texts = _texts_py
+    _render = _render_py
 
 
 class Formatter:
     """Records to JSON texts. Requests of one connection share all but five values (a :data:`Shape`), so
-    each shape's fixed text is made once and kept."""
+    each shape's fixed text is made once and kept (and given to ``render`` as a frame's templates)."""
 
     def __init__(self) -> None:
         self._fixed: dict[Shape, tuple[str, bool]] = {}
@@ -164,6 +240,10 @@ class Formatter:
     def texts(self, records: list[Record], wall: float, mono: float) -> list[str]:
         """Each record's text, in order; ``wall``/``mono`` are one reading of both clocks."""
         return _texts(records, self._fixed_of, wall - mono)
+
+    def templates(self, shapes: list[Shape]) -> tuple[tuple[str, bool], ...]:
+        """The ``(fixed, done)`` of each of a frame's shapes: the templates of :func:`_render_py`."""
+        return tuple(map(self._fixed_of, shapes))
 
     def _fixed_of(self, shape: Shape) -> tuple[str, bool]:
         entry = self._fixed.get(shape)
@@ -210,17 +290,31 @@ class Writer:
         """Chain the records of every complete frame; True when one of them is a ``start`` record."""
         self._buf += data
         durable = False
+        chain = self.chain
         for batch, wall, mono, dropped, has_start, shapes, packed in take_frames(self._buf):
-            self.chain.dropped += dropped
-            records = unpack(shapes, packed)
-            for i in range(0, len(records), CHUNK):
-                part = records[i : i + CHUNK]
-                starts = [rec[4] is None for rec in part] if has_start else None
-                self.chain.extend(self._format.texts(part, wall, mono), starts)
-                self.chain.flush()  # errors stay in chain.failure: run() reports them after this
+            chain.dropped += dropped
+            templates = self._format.templates(shapes)
+            offset, pos = wall - mono, 0
+            while pos < len(packed):
+                if chain.shedding:  # records will be dropped: the path that knows which may go
+                    self._take_slow(shapes, packed[pos:], wall, mono, has_start)
+                    break
+                lines, head, pos = _render(templates, packed, pos, CHUNK, chain.head, offset, chain.dropped)
+                chain.extend_rendered(lines, head)
+                chain.flush()  # errors stay in chain.failure: run() reports them after this
             durable = durable or has_start
             self._batch = batch
         return durable
+
+    def _take_slow(self, shapes: list[Shape], packed: bytes, wall: float, mono: float, starts: bool) -> None:
+        """Chain records one text each, with :meth:`ChainFile.extend`: while the log fails and its backlog
+        is large, it drops those that are not durable (all but ``start`` records)."""
+        records = unpack(shapes, packed)
+        for i in range(0, len(records), CHUNK):
+            part = records[i : i + CHUNK]
+            durable = [rec[4] is None for rec in part] if starts else None
+            self.chain.extend(self._format.texts(part, wall, mono), durable)
+            self.chain.flush()
 
     def _ack(self, error: OSError | None) -> None:
         self._reported_ok = error is None
