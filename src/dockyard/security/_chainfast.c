@@ -1292,7 +1292,7 @@ render_line(const unsigned char *d, Py_ssize_t pos, Template *tp, double offset,
     Py_ssize_t tl = time_head(t, whole, head);
     const char *st = NULL, *bt = NULL, *dt = NULL, *dr = NULL;
     char *duration = NULL;
-    Py_ssize_t more = 0;
+    Py_ssize_t more = 0, dl = 0;
     if (status != -1) {
         st = digits_back(sbuf + 24, (unsigned long long)status);
         bt = digits_back(bbuf + 24, get_u64(tail + 4));
@@ -1300,7 +1300,8 @@ render_line(const unsigned char *d, Py_ssize_t pos, Template *tp, double offset,
         dt = format_ms(ms, dbuf);
         if (dt == NULL && (dt = duration = PyOS_double_to_string(ms, 'f', 3, 0, NULL)) == NULL)
             return -1;
-        more = 10 + (sbuf + 24 - st) + 9 + (bbuf + 24 - bt) + 15 + (Py_ssize_t)strlen(dt);
+        dl = (Py_ssize_t)strlen(dt);
+        more = 10 + (sbuf + 24 - st) + 9 + (bbuf + 24 - bt) + 15 + dl;
     }
     if (dropped > 0) {
         dr = digits_back(drop + 24, (unsigned long long)dropped);
@@ -1320,7 +1321,7 @@ render_line(const unsigned char *d, Py_ssize_t pos, Template *tp, double offset,
         out_put(",\"bytes\":", 9);
         out_put(bt, bbuf + 24 - bt);
         out_put(",\"duration_ms\":", 15);
-        out_put(dt, (Py_ssize_t)strlen(dt));
+        out_put(dt, dl);
         PyMem_Free(duration);
     }
     if (dr != NULL) {
