@@ -9,8 +9,8 @@ point of this process is to keep per-request work off the serving loop):
   reading of both clocks, so a record's monotonic end time becomes wall-clock time here; ``dropped`` counts
   records the daemon could not send; ``has_start`` says whether a ``start`` record (one the daemon waits
   for) is among the records. ``shapes`` and ``data`` are the daemon's record buffer, taken
-  (:mod:`dockyard.security.audit_records`: the distinct shapes and the records packed in bytes);
-  :func:`~dockyard.security.audit_records.unpack` makes them :data:`Record` tuples again.
+  (:mod:`dockyard.security.audit_records`: the distinct shapes and the records packed in bytes); the
+  writer renders the packed records where they are (below), or unpacks them into :data:`Record` tuples.
 * writer → daemon: ``(batch, errno, message)``: every batch up to ``batch`` is on disk (``errno`` 0), or
   writing failed. Sent once at start (batch 0: the log is open), after each read that carried a ``start``
   record (those the daemon waits for), and whenever writing fails or recovers.
