@@ -11,9 +11,9 @@ count), so each count is taken under several seeds and the median reported.
 
 Under valgrind the daemon serves ~50x slower, so a 50 ms audit batch would hold a handful of records and
 charge each request a share of the hand-over (taking the packed records, pipe write, timer) that it never
-has at full speed, where a batch holds ~2,000. The daemon is therefore started with the batch delay raised to 5 s (a
-benchmark-only patch of ``audit_pipe.BATCH_DELAY`` in the launcher below), which keeps batches at full-speed
-sizes.
+has at full speed, where a batch holds ~2,000. The daemon is therefore started with the batch delay raised
+to 5 s (a benchmark-only patch of ``audit_pipe.BATCH_DELAY`` in the launcher below), which keeps batches at
+full-speed sizes.
 
 Usage: ``bench/security_instructions.py [--requests N] [--seeds N]`` (needs ``valgrind``: ``apt-get install
 valgrind``). Reports, never asserts.
