@@ -1,4 +1,4 @@
-"""The audit queue's records, packed: what the serving loop appends per request and the writer unpacks.
+"""The audit queue's records, packed: what the serving loop appends per request and the writer renders.
 
 A record is :data:`Record`: ``(shape, request_id, status, bytes, started, ended)``. The shape is what a
 connection's requests to one path share (:data:`Shape`); the daemon reuses one shape object for them.
