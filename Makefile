@@ -32,8 +32,9 @@ sysdeps:
 
 venv: $(VENV)/.installed
 
-# setup.py and the C source too: `pip install -e .` builds the extension into src/ (a change rebuilds it)
-$(VENV)/.installed: pyproject.toml requirements.lock setup.py src/dockyard/security/_chainfast.c
+# setup.py and the C sources too: `pip install -e .` builds the extension into src/ (a change rebuilds it)
+CHAINFAST_SOURCES = $(wildcard src/dockyard/security/_chainfast.c src/dockyard/security/chainfast*.[ch])
+$(VENV)/.installed: pyproject.toml requirements.lock setup.py $(CHAINFAST_SOURCES)
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements.lock
 	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps -e .
