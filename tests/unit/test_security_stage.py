@@ -215,3 +215,22 @@ def test_without_the_audit_log_a_write_is_still_decided_on_its_body_every_time(t
         assert isinstance(resp, Response)
         statuses.append(resp.status)
     assert statuses == [201, 403] and builder.plans is None
+
+
+def test_plans_are_bounded_per_connection_in_number_and_target_length(tmp_path: Path) -> None:
+    """A plan holds its request target: long targets get none (still authorized and recorded every
+    time), and a connection's plans are dropped when there are too many."""
+    app, _, _, calls, _ = _app(tmp_path)
+    conn = _Conn(Identity("unix", uid=1, user="r"))
+    long_id = "x" * 2000
+    for _ in range(2):
+        status, rec = _call(app, conn, "GET", f"/containers/{long_id}/json")
+        assert status == 200 and rec[0][5] == long_id
+    assert calls.before == 2 and conn.plans is None
+    for i in range(256):
+        _call(app, conn, "GET", f"/containers/c{i}/json")
+    assert conn.plans is not None and len(conn.plans) == 256
+    _call(app, conn, "GET", "/containers/one-more/json")
+    assert list(conn.plans) == ["/containers/one-more/json"]
+    _call(app, conn, "GET", "/containers/one-more/json")
+    assert calls.before == 2 + 257  # the last read went by its plan

@@ -37,6 +37,10 @@ if TYPE_CHECKING:
     from dockyard.api.http import HttpConnection
 
 _READ_METHODS = ("GET", "HEAD")
+# A connection keeps at most _PLANS_PER_CONNECTION plans, each holding its request target: only targets up
+# to _PLAN_MAX_TARGET characters get one (a 64 KiB target per plan would let one connection pin 16 MiB).
+_PLANS_PER_CONNECTION = 256
+_PLAN_MAX_TARGET = 1024
 _WRITING_READS = frozenset({"ContainerAttachWebsocket"})
 
 
@@ -75,7 +79,11 @@ class SecurityStage:
         if req.method not in _READ_METHODS or (route is not None and route.operation in _WRITING_READS):
             # Never planned: a plan skips authorization, and a write's may depend on its body.
             return self._durable_start(self.audit, req, route) if self.audit is not None else None
-        if route is not None and (req.decision is None or req.decision.plain):
+        if (
+            route is not None
+            and len(req.path) <= _PLAN_MAX_TARGET
+            and (req.decision is None or req.decision.plain)
+        ):
             req.plan = self._plan(req, route)
         return None
 
@@ -85,7 +93,7 @@ class SecurityStage:
         if plans is None:
             plans = conn.plans = {}
             self._planned.add(conn)
-        elif len(plans) >= 256:
+        elif len(plans) >= _PLANS_PER_CONNECTION:
             plans.clear()
         plan = plans[req.path] = (req.method, _shape("done", req, route))
         return plan
