@@ -389,3 +389,19 @@ def test_a_failing_log_with_a_backlog_still_drops_reads_through_the_writer(tmp_p
     assert ids[: per + CHUNK] == list(range(per + CHUNK))  # frame 0 and frame 1's first chunk: written
     assert sum(r.get("dropped_before", 0) for r in records) == len(lost) + 4 * 2
     assert verify(path).ok
+
+
+def test_the_formatter_keeps_short_templates_only() -> None:
+    """A path is client text of up to 64 KiB: the writer keeps the fixed text of short shapes only, and a
+    long one still formats the same each time."""
+    from dockyard.security.audit_writer import Formatter
+
+    caller = '{"transport":"unix","uid":0}'
+    short: Shape = ("done", caller, "GET", "/_ping", "SystemPing", None, ("allow", "admins", ""))
+    long: Shape = ("done", caller, "GET", "/containers/" + "x" * 60000 + "/json", "ContainerInspect",
+                   "x" * 60000, ("allow", "admins", ""))  # fmt: skip
+    fmt = Formatter()
+    first = fmt.templates([short, long])
+    again = fmt.templates([short, long])
+    assert first == again and first[1][0].count("x" * 60000) == 2 and first[1][1] is True
+    assert list(fmt._fixed) == [short]

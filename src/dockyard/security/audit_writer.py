@@ -230,6 +230,10 @@ except ImportError:  # the optional extension was not built (see setup.py): the 
     _render = _render_py
 
 
+_KEEP_FIXED = 4096  # shapes whose fixed text the Formatter keeps (all dropped when full)
+_KEEP_FIXED_CHARS = 2048  # ... and only those this short
+
+
 class Formatter:
     """Records to JSON texts. Requests of one connection share all but five values (a :data:`Shape`), so
     each shape's fixed text is made once and kept (and given to ``render`` as a frame's templates)."""
@@ -248,9 +252,13 @@ class Formatter:
     def _fixed_of(self, shape: Shape) -> tuple[str, bool]:
         entry = self._fixed.get(shape)
         if entry is None:
-            if len(self._fixed) >= 4096:
-                self._fixed.clear()
-            entry = self._fixed[shape] = (_fixed(shape), shape[0] == "done")
+            entry = (_fixed(shape), shape[0] == "done")
+            # Kept only when short: a path can be 64 KiB of client text, and 4,096 of those would pin
+            # 256 MiB here (a long one is made again for each frame it is in, which is cheap).
+            if len(entry[0]) <= _KEEP_FIXED_CHARS:
+                if len(self._fixed) >= _KEEP_FIXED:
+                    self._fixed.clear()
+                self._fixed[shape] = entry
         return entry
 
 
