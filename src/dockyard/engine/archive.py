@@ -23,7 +23,7 @@ from dockyard.engine.container import Container
 from dockyard.engine.create_config import parse_bind
 from dockyard.engine.lifecycle import LifecycleDeps
 from dockyard.engine.ocispec import resolve_user
-from dockyard.errors import InvalidParameter, NotFound, SystemFailure, Unsupported
+from dockyard.errors import InvalidParameter, NotFound, Unsupported
 from dockyard.store import archive_out
 from dockyard.store.archive_in import ExtractOptions, extract_archive
 from dockyard.store.archive_out import PathStat, Source
@@ -60,7 +60,6 @@ class ArchiveService:
 
     def __init__(self, deps: LifecycleDeps) -> None:
         self.d = deps
-        self._users: dict[str, int] = {}
 
     async def stat(self, ref: str, path: str) -> PathStat:
         """``HEAD /containers/{id}/archive``: the path's stat, the last component not followed."""
@@ -122,32 +121,27 @@ class ArchiveService:
 
     @contextlib.asynccontextmanager
     async def _root(self, c: Container) -> AsyncIterator[int]:
-        """The container's root directory, mounted for as long as the block runs."""
+        """The container's root directory, mounted for as long as the block runs.
+
+        The rootfs layer counts this reader (held before mounting), so a container that exits meanwhile
+        leaves its filesystem mounted; the last reader of a stopped container unmounts it.
+        """
+        rootfs = self.d.rootfs
         async with c.live.lock:
-            fd = await self._open_mounted(c)
-            self._users[c.id] = self._users.get(c.id, 0) + 1
+            rootfs.hold(c.id)
+            try:
+                path = await rootfs.mount_rootfs(c.id, self.d.images.lower_dirs(c.image_id))
+                fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except BaseException:
+                rootfs.let_go(c.id)
+                raise
         try:
             yield fd
         finally:
             os.close(fd)
             async with c.live.lock:
-                left = self._users.pop(c.id, 1) - 1
-                if left:
-                    self._users[c.id] = left
-                elif not c.state.running:
-                    await self.d.rootfs.unmount(c.id)
-
-    async def _open_mounted(self, c: Container) -> int:
-        lower = self.d.images.lower_dirs(c.image_id)
-        for _ in range(3):
-            path = await self.d.rootfs.mount_rootfs(c.id, lower)
-            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            # An exiting container unmounts without the lock: make sure this is the mount, not the bare
-            # mount point under it (the descriptor keeps the mount alive from here on).
-            if self.d.rootfs.driver != "overlay2" or os.fstat(fd).st_dev != os.stat(path.parent).st_dev:
-                return fd
-            os.close(fd)
-        raise SystemFailure(f"cannot mount the filesystem of container {c.id[:12]}")
+                if rootfs.let_go(c.id) == 0 and not c.state.running:
+                    await rootfs.unmount(c.id)
 
 
 async def _stream_tar(bridge: LoopBridge, write: Write, tar: Callable[[ChunkSink], None]) -> None:

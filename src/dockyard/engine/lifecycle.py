@@ -186,7 +186,8 @@ class Lifecycle:
     async def _release(self, c: Container) -> None:
         """Best-effort: the runtime's state and bundle, and the rootfs mount, of a container that stopped."""
         await asyncio.gather(
-            self._quietly(self._delete_runtime_state(c)), self._quietly(self.d.rootfs.unmount(c.id))
+            self._quietly(self._delete_runtime_state(c)),
+            self._quietly(self.d.rootfs.unmount(c.id, unless_held=True)),  # a copy out of it may be running
         )
 
     async def _delete_runtime_state(self, c: Container) -> None:

@@ -27,8 +27,16 @@ class RootfsDriver(Protocol):
         """Mount (creating on first use) and return the rootfs path."""
         ...
 
-    async def unmount(self, container_id: str) -> None:
-        """Unmount; the writable layer is kept."""
+    async def unmount(self, container_id: str, unless_held: bool = False) -> None:
+        """Unmount (with ``unless_held``: not while a reader holds it); the writable layer is kept."""
+        ...
+
+    def hold(self, container_id: str) -> None:
+        """Count a reader of the filesystem besides the container (before mounting it for the reader)."""
+        ...
+
+    def let_go(self, container_id: str) -> int:
+        """Count a reader less; how many are left."""
         ...
 
     async def remove(self, container_id: str) -> None:

@@ -79,6 +79,20 @@ class Rootfs:
         self._links = root / "l"
         self._dir.mkdir(parents=True, exist_ok=True)
         self._links.mkdir(parents=True, exist_ok=True)
+        # Readers of a container's files besides the container itself (archive, export): while a container
+        # has one, the unmount of its exit leaves the filesystem mounted (see unmount).
+        self._held: dict[str, int] = {}
+
+    def hold(self, container_id: str) -> None:
+        """Count one more reader of the container's filesystem (call before mounting it for the reader)."""
+        self._held[container_id] = self._held.get(container_id, 0) + 1
+
+    def let_go(self, container_id: str) -> int:
+        """Count one reader less; how many are left."""
+        left = self._held.pop(container_id, 1) - 1
+        if left > 0:
+            self._held[container_id] = left
+        return left
 
     def path(self, container_id: str) -> Path:
         """Where the container's root filesystem appears."""
@@ -137,8 +151,15 @@ class Rootfs:
         (base / "empty").mkdir(exist_ok=True)
         return str(base / "empty")
 
-    async def unmount(self, container_id: str) -> None:
-        """Unmount the root filesystem (lazily if busy); a no-op when not mounted."""
+    async def unmount(self, container_id: str, unless_held: bool = False) -> None:
+        """Unmount the root filesystem (lazily if busy); a no-op when not mounted, and with
+        ``unless_held`` while it has a reader (:meth:`hold`): the reader unmounts when it lets go.
+
+        The check and the unmount run without a suspension point in between, so a reader that holds the
+        filesystem before mounting it never finds it unmounted under it.
+        """
+        if unless_held and self._held.get(container_id):
+            return
         target = self.path(container_id)
         if self.driver == "overlay2":
             unmount(target)
