@@ -42,9 +42,27 @@ int cf_sha256_init(void);
 /* The SHA-256 of data[0:n] as 64 lowercase hex digits (not terminated); -1 with RuntimeError. */
 int cf_sha256_hex(const char *data, size_t n, char hex[64]);
 
+/* ---- arguments ---- */
+
+/* A number argument as a double: float or int only (what the daemon sends), as Python's arithmetic on
+ * them would convert it (RecordBufferPy's _number). Inline: RecordBuffer.add reads one per API request. */
+static inline int
+cf_as_double(PyObject *v, const char *what, double *out)
+{
+    if (PyFloat_CheckExact(v)) {
+        *out = PyFloat_AS_DOUBLE(v);
+        return 0;
+    }
+    if (PyFloat_Check(v) || PyLong_Check(v)) {
+        *out = PyFloat_AsDouble(v);
+        return (*out == -1.0 && PyErr_Occurred()) ? -1 : 0;
+    }
+    PyErr_Format(PyExc_TypeError, "%s must be a float, not %.200s", what, Py_TYPE(v)->tp_name);
+    return -1;
+}
+
 /* ---- formatting (chainfast_format.c) ---- */
 
-int cf_as_double(PyObject *v, const char *what, double *out);
 const char *cf_format_ms(double x, char buf[32]);
 int cf_time_second(double t, long long *whole);
 Py_ssize_t cf_time_head(double t, long long whole, char *head);

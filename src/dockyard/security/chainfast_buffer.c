@@ -55,22 +55,6 @@ monotonic_now(double *out)
     return 0;
 }
 
-/* A time argument: float or int (RecordBufferPy's _number). */
-static inline int
-time_arg(PyObject *v, const char *what, double *out)
-{
-    if (PyFloat_CheckExact(v)) {
-        *out = PyFloat_AS_DOUBLE(v);
-        return 0;
-    }
-    if (PyFloat_Check(v) || PyLong_Check(v)) {
-        *out = PyFloat_AsDouble(v);
-        return (*out == -1.0 && PyErr_Occurred()) ? -1 : 0;
-    }
-    PyErr_Format(PyExc_TypeError, "%s must be a float, not %.200s", what, Py_TYPE(v)->tp_name);
-    return -1;
-}
-
 /* A count argument: an int in 0..top (RecordBufferPy's _count); top is at least 2**31 - 1. An exact int
  * of one digit (every status, most body sizes) is read without the ~30 instructions of a call. */
 static inline int
@@ -252,7 +236,7 @@ rb_add(RecordBufferObject *self, PyObject *const *args, Py_ssize_t nargs)
                         "status, bytes and started must be all None (a start record) or all set");
         return NULL;
     } else {
-        if (time_arg(started, "started", &begun) < 0)
+        if (cf_as_double(started, "started", &begun) < 0)
             return NULL;
         if (isnan(begun)) {
             PyErr_SetString(PyExc_ValueError, "started must not be NaN");
@@ -261,7 +245,7 @@ rb_add(RecordBufferObject *self, PyObject *const *args, Py_ssize_t nargs)
         if (count_arg(status, "status", INT32_MAX, &st) < 0 || count_arg(nbytes, "bytes", INT64_MAX, &nb) < 0)
             return NULL;
     }
-    if (ended == Py_None ? monotonic_now(&end) < 0 : time_arg(ended, "ended", &end) < 0)
+    if (ended == Py_None ? monotonic_now(&end) < 0 : cf_as_double(ended, "ended", &end) < 0)
         return NULL;
     /* Room first and the shape last: a failed add leaves nothing behind. */
     if (reserve(self, REC_FIXED + n) < 0)

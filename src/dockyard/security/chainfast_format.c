@@ -3,23 +3,6 @@
 
 #include "chainfast.h"
 
-/* A number argument as a double: float or int only (what the daemon sends), as Python's arithmetic on
- * them would convert it. */
-int
-cf_as_double(PyObject *v, const char *what, double *out)
-{
-    if (PyFloat_CheckExact(v)) {
-        *out = PyFloat_AS_DOUBLE(v);
-        return 0;
-    }
-    if (PyFloat_Check(v) || PyLong_Check(v)) {
-        *out = PyFloat_AsDouble(v);
-        return (*out == -1.0 && PyErr_Occurred()) ? -1 : 0;
-    }
-    PyErr_Format(PyExc_TypeError, "%s must be a float, not %.200s", what, Py_TYPE(v)->tp_name);
-    return -1;
-}
-
 /* The seconds text of the last record formatted ("%Y-%m-%dT%H:%M:%S" of gmtime): records come in time
  * order, so one gmtime/strftime serves every record of a second. */
 static long long last_second;
