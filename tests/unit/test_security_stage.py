@@ -59,6 +59,11 @@ class _Audit:
     def arm(self) -> None:
         self.armed += 1
 
+    def add(self, shape: Shape, rid: str, status: int, nbytes: int, started: float) -> None:
+        if not self.queue:  # as AuditLog.add: armed when a record lands on an empty queue
+            self.arm()
+        self.queue.add(shape, rid, status, nbytes, started)
+
     async def add_durable(self, shape: Shape, rid: str) -> None:
         self.queue.add(shape, rid, None, None, None)
 

@@ -18,7 +18,7 @@ import email.utils
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, cast
+from typing import TYPE_CHECKING, cast
 
 import httptools
 
@@ -26,6 +26,9 @@ from dockyard.api.errors import error_response
 from dockyard.api.messages import ClientGone, Dispatcher, RawStream, Request, Response, StreamWriter
 from dockyard.errors import DockyardError, HeadersTooLarge, InvalidParameter, SystemFailure, TooLarge
 from dockyard.security.identity import Identity
+
+if TYPE_CHECKING:
+    from dockyard.api.app import Plan
 
 log = logging.getLogger("dockyard.api")
 
@@ -89,7 +92,7 @@ class HttpConnection(asyncio.Protocol):
         self.identity: Identity = None  # type: ignore[assignment]
         # The security stage's plans for this connection's plain reads, by request target (api.app.Plan;
         # api.middleware.stage makes and drops them, api.app.App.handle answers from them), or None.
-        self.plans: dict[str, tuple[str, Any]] | None = None
+        self.plans: dict[str, Plan] | None = None
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.input_ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._parser = httptools.HttpRequestParser(self)

@@ -13,6 +13,7 @@ from dockyard.security.identity import Identity
 from dockyard.security.policy import Decision
 
 if TYPE_CHECKING:
+    from dockyard.api.app import Plan
     from dockyard.api.http import HttpConnection
 
 
@@ -77,7 +78,7 @@ class Request:
         self.request_id = ""
         self.route: Any = None
         self.decision: Decision | None = None  # the policy's, kept for the audit record
-        self.plan: Any = None  # the security stage's, for a plain read (api.middleware.stage)
+        self.plan: Plan | None = None  # the security stage's, for a plain read (api.middleware.stage)
         self._query: dict[str, list[str]] | None = None
 
     @property

@@ -42,6 +42,7 @@ Record = tuple[Shape, str, "int | None", "int | None", "float | None", float]
 
 _HEAD = struct.Struct("<IB")  # shape index, request id length
 _TAIL = struct.Struct("<iqdd")  # status, bytes, started, ended
+RECORD_FIXED = _HEAD.size + _TAIL.size  # a packed record's bytes besides its request id
 MAX_RID = 255
 _INT32_MAX = (1 << 31) - 1
 _INT64_MAX = (1 << 63) - 1

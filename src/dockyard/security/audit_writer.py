@@ -51,9 +51,9 @@ from pathlib import Path
 from typing import Any
 
 from dockyard.security.audit import ChainFile, _chain_py
+from dockyard.security.audit_records import RECORD_FIXED, _unpack_py, unpack
 from dockyard.security.audit_records import Record as Record
 from dockyard.security.audit_records import Shape as Shape
-from dockyard.security.audit_records import _unpack_py, unpack
 
 log = logging.getLogger("dockyard.audit")
 
@@ -158,9 +158,6 @@ def _texts_py(
     return out
 
 
-_RECORD_FIXED = 33  # a packed record's bytes besides its request id (audit_records documents the format)
-
-
 def _template_of(template: Any) -> tuple[str, bool]:
     """A template of :func:`_render_py` as ``fixed_of`` gives it to :func:`_texts_py`, checked."""
     if not (isinstance(template, tuple) and len(template) == 2 and isinstance(template[0], str)):
@@ -212,7 +209,7 @@ def _render_py(
     while n < count and stop < len(view):  # the records' ends (unpack below checks them)
         if len(view) - stop < 5:
             raise ValueError("truncated audit record")
-        stop, n = stop + _RECORD_FIXED + view[stop + 4], n + 1
+        stop, n = stop + RECORD_FIXED + view[stop + 4], n + 1
     if n == 0:
         return b"", head, pos
     bodies = _texts_py(_unpack_py(templates, bytes(view[pos:stop])), _template_of, offset)

@@ -55,7 +55,9 @@ class SecurityStage:
         # One shape object per connection and target also means a frame carries it once and the writer
         # formats its fixed part once.
         self._planned: weakref.WeakSet[HttpConnection] = weakref.WeakSet()
-        self.queue = audit.queue if audit is not None else None  # the same buffer for the log's lifetime
+        # The pipeline queues planned reads' records here itself (App.handle: AuditLog.add inlined); the
+        # same buffer for the log's lifetime.
+        self.queue = audit.queue if audit is not None else None
         self._streams = authz.streams if authz is not None else {}
 
     def forget_plans(self) -> None:
@@ -102,14 +104,11 @@ class SecurityStage:
         """Release what authorization counted; queue the ``done`` record (packed: the writer formats it)."""
         if self._streams:
             self.authz.after(req, route, status, nbytes, started)  # type: ignore[union-attr]
-        queue = self.queue
-        if queue is None:
+        if self.audit is None:
             return
         # No plan: not a plain read, or refused before it got one.
         shape = req.plan[1] if req.plan is not None else _shape("done", req, route)
-        if not queue:
-            self.arm()
-        queue.add(shape, req.request_id, status, nbytes, started)  # ended: now
+        self.audit.add(shape, req.request_id, status, nbytes, started)
 
     @staticmethod
     async def _durable_start(audit: AuditLog, req: Request, route: Route | None) -> None:
