@@ -26,13 +26,16 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from uhttp import UnixHTTP, ping
 
 POLICY = Path(__file__).resolve().parents[1] / "examples" / "policies" / "team.toml"
 VARIANTS = {"off": ["--audit-log", "off"], "policy+audit": ["--policy", str(POLICY)]}
@@ -48,29 +51,13 @@ runpy.run_module("dockyard.daemon", run_name="__main__")
 
 def _requests(sock: str, path: str, n: int, conns: int = 16) -> None:
     """``n`` sequential keep-alive GETs, round-robin over ``conns`` connections."""
-    pool = []
-    for _ in range(conns):
-        s = socket.socket(socket.AF_UNIX)
-        s.connect(sock)
-        pool.append(s)
-    req = f"GET {path} HTTP/1.1\r\nHost: docker\r\n\r\n".encode()
-    for i in range(n):
-        s = pool[i % conns]
-        s.sendall(req)
-        buf = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                raise RuntimeError("daemon closed the connection")
-            buf += chunk
-            head, sep, body = buf.partition(b"\r\n\r\n")
-            if not sep:
-                continue
-            m = re.search(rb"(?im)^content-length:\s*(\d+)", head)
-            if (m and len(body) >= int(m.group(1))) or (not m and body.endswith(b"0\r\n\r\n")):
-                break
-    for s in pool:
-        s.close()
+    pool = [UnixHTTP(sock, timeout=120) for _ in range(conns)]
+    try:
+        for i in range(n):
+            pool[i % conns].request("GET", path, expect=(200,))
+    finally:
+        for client in pool:
+            client.close()
 
 
 def _control(pid: int, *args: str) -> None:
@@ -94,11 +81,10 @@ def measure(flags: list[str], path: str, n: int, hash_seed: int) -> float:
                                 env={**os.environ, "PYTHONHASHSEED": str(hash_seed)})  # fmt: skip
     try:
         deadline = time.monotonic() + 600
-        while not os.path.exists(sock):
+        while not ping(sock, timeout=10):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"daemon did not start: {(base / 'daemon.log').read_text()[-2000:]}")
             time.sleep(0.5)
-        time.sleep(2)  # the socket is bound before the daemon serves
         _requests(sock, path, 400)  # warm-up: plans, caches, first-call costs
         _control(proc.pid, "-i", "on")
         _requests(sock, path, n)
