@@ -10,13 +10,15 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from dockyard import __version__
 from dockyard.api import version
 from dockyard.api.errors import error_response
 from dockyard.api.messages import ClientGone, Request, Response
-from dockyard.security.audit_records import RecordBuffer
+
+if TYPE_CHECKING:
+    from dockyard.security.audit_records import RecordBuffer
 
 log = logging.getLogger("dockyard.api")
 
